@@ -1,0 +1,128 @@
+"""The command line: ``python -m lunglib {synth,load,run,demo}``.
+
+Each sub-command is a thin shell over a library function; see ``python -m lunglib -h``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lunglib.settings import default_data_root, project_root
+
+
+def _parse_parameter(text: str) -> tuple[str, object]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"parameter {text!r} must look like key=value")
+    key, raw = text.split("=", 1)
+    try:
+        value: object = ast.literal_eval(raw)
+    except (ValueError, SyntaxError):
+        value = raw  # plain strings need no quotes: -p dataset=lidc
+    return key.strip(), value
+
+
+def _cmd_synth(args: argparse.Namespace) -> int:
+    from lunglib.synthetic import write_cohort
+
+    kwargs = {"seed": args.seed, "difficulty": args.difficulty,
+              "full_resolution": args.full_resolution}
+    if args.patients is not None:
+        kwargs["n_patients"] = args.patients
+    out = write_cohort(args.out, **kwargs)
+    print(f"synthetic cohort written to {out}")
+    return 0
+
+
+def _cmd_load(args: argparse.Namespace) -> int:
+    from lunglib.dicom import DicomLoadError, list_series, load_scan
+
+    try:
+        series = list_series(args.path)
+        scan = load_scan(args.path, series_uid=args.series_uid)
+    except DicomLoadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{len(series)} series found:")
+    for info in series:
+        marker = "*" if info.series_uid == scan.series_uid else " "
+        print(f" {marker} {info}")
+    for key, value in scan.describe().items():
+        print(f"{key:>22}: {value}")
+    return 0
+
+
+def _run(args: argparse.Namespace, output: Path) -> int:
+    from lunglib.pipeline import PipelineError, course_notebooks, headline, run_course
+
+    params = dict(args.parameter or [])
+    for name in ("dataset", "data_dir", "labels"):
+        value = getattr(args, name, None)
+        if value:
+            params[name] = str(value)
+    if not course_notebooks():
+        print("no course notebooks found in notebooks/", file=sys.stderr)
+        return 2
+    try:
+        result = run_course(output, params)
+    except (PipelineError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    total = sum(result.seconds.values())
+    print(f"\nall {len(result.notebooks)} notebooks ran in {total:.0f} s")
+    print(f"report: {result.report}")
+    print(f"metrics: {headline(result.metrics)}")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    return _run(args, Path(args.output))
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    return _run(args, project_root() / "outputs" / "demo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m lunglib",
+        description="Lung cancer classification and segmentation in chest CT: the course's "
+        "command line.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write the synthetic chest-CT cohort as DICOM")
+    synth.add_argument("--out", type=Path, default=default_data_root() / "synthetic")
+    synth.add_argument("--patients", type=int, default=None, help="default: the course cohort")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--difficulty", type=float, default=0.5, help="0 easy ... 1 hard")
+    synth.add_argument("--full-resolution", action="store_true", help="512x512 slices")
+    synth.set_defaults(func=_cmd_synth)
+
+    load = sub.add_parser("load", help="load one scan and print its de-identified QC summary")
+    load.add_argument("path", type=Path, help="a folder of one patient's DICOM files")
+    load.add_argument("--series-uid", default=None)
+    load.set_defaults(func=_cmd_load)
+
+    for name, func, text in (
+        ("run", _cmd_run, "run every notebook with papermill into one run folder"),
+        ("demo", _cmd_demo, "the main job: every notebook on the default data (make demo)"),
+    ):
+        cmd = sub.add_parser(name, help=text)
+        cmd.add_argument("--dataset", default=None, help="synthetic, dsb2017, lidc, ...")
+        cmd.add_argument("--data-dir", type=Path, default=None)
+        cmd.add_argument("--labels", type=Path, default=None)
+        cmd.add_argument("-p", "--parameter", type=_parse_parameter, action="append",
+                         metavar="KEY=VALUE", help="a notebook parameter (repeatable)")
+        if name == "run":
+            cmd.add_argument("--output", default=project_root() / "outputs" / "run")
+        cmd.set_defaults(func=func)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))

@@ -1,0 +1,113 @@
+"""What every course notebook does first: seed, quiet the logs, and open the chosen dataset.
+
+Kept here, not in the notebooks, so that seven notebooks and the tests share one version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from lunglib.settings import Settings
+
+DATASETS = ("synthetic", "dsb2017", "lidc", "luna16", "lung-pet-ct-dx", "patches")
+
+
+def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Generator:
+    """Seed every random source, quiet library logs and set figure defaults.
+
+    Parameters
+    ----------
+    seed : int
+        Seed for Python's ``random``, NumPy and (when ``tensorflow``) TensorFlow/Keras.
+    tensorflow : bool, default False
+        Also import TensorFlow, seed it and make its ops deterministic. Notebooks that train
+        models pass True; the others skip the few seconds TensorFlow takes to import.
+
+    Returns
+    -------
+    numpy.random.Generator
+        A generator seeded with ``seed``, for the notebook's own random choices.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("PYTHONHASHSEED", str(seed))
+    random.seed(seed)
+    np.random.seed(seed)
+    for noisy in ("tensorflow", "absl", "h5py", "matplotlib", "PIL", "papermill"):
+        logging.getLogger(noisy).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        import matplotlib as mpl
+
+        mpl.rcParams.update({"figure.dpi": 80, "figure.figsize": (8, 4), "image.cmap": "gray"})
+    except ImportError:  # matplotlib is a dependency; only a broken install lacks it
+        pass
+    if tensorflow:
+        from lunglib.train import set_seed
+
+        set_seed(seed)
+    return np.random.default_rng(seed)
+
+
+def course_settings(
+    data_dir: str | Path = "",
+    labels: str | Path = "",
+    size: int = 64,
+    n_slices: int = 32,
+    visualize: bool = True,
+    seed: int = 42,
+    cache_dir: str | Path = "",
+) -> Settings:
+    """Validated :class:`Settings` from a notebook's papermill parameters.
+
+    Empty strings mean "the default" so that parameters cells can stay plain literals.
+    """
+    return Settings.from_env(
+        data_dir=data_dir or None,
+        labels=labels or None,
+        size=size,
+        n_slices=n_slices,
+        visualize=visualize,
+        seed=seed,
+        cache_dir=cache_dir or None,
+    )
+
+
+def open_course_dataset(dataset: str, settings: Settings):
+    """Open the dataset a notebook was asked for, writing the synthetic cohort when needed.
+
+    Parameters
+    ----------
+    dataset : {"synthetic", "dsb2017", "lidc", "luna16", "lung-pet-ct-dx"}
+        Which adapter reads ``settings.data_dir``. For ``"synthetic"`` with no ``data_dir`` the
+        embedded cohort is generated on first use under ``data/synthetic``.
+    settings : Settings
+
+    Returns
+    -------
+    lunglib.datasets.CTDataset
+    """
+    from lunglib.datasets import open_dataset
+
+    if dataset not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
+    if dataset == "patches":
+        raise ValueError(
+            "the 'patches' dataset holds nodule patches, not CT scans: "
+            "load it with lunglib.datasets.load_patch_set(data_dir)"
+        )
+    root = settings.data_dir
+    if dataset == "synthetic" and root is None:
+        from lunglib.synthetic import ensure_cohort
+
+        root = ensure_cohort(settings.resolved_data_dir)
+    if root is None:
+        raise ValueError(f"dataset {dataset!r} needs data_dir: the folder you downloaded it to")
+    labels = settings.labels if settings.labels is not None else None
+    return open_dataset(dataset, root, labels=labels)

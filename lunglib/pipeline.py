@@ -1,0 +1,204 @@
+"""Run the course notebooks end to end with papermill, into one run folder with a report.
+
+``python -m lunglib run`` and ``make demo`` call :func:`run_course`. Every notebook receives the
+same parameters (and the run folder as ``output_dir``); the first failing notebook stops the run
+with its name and the failing cell in the message.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lunglib.settings import project_root
+
+
+class PipelineError(RuntimeError):
+    """A notebook of the run failed; the message names it and the failing cell."""
+
+
+@dataclass
+class RunResult:
+    """What a run produced."""
+
+    output_dir: Path
+    notebooks: list[Path] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    report: Path | None = None
+    metrics: dict[str, object] = field(default_factory=dict)
+
+
+def notebooks_dir() -> Path:
+    """The folder of the numbered course notebooks."""
+    folder = project_root() / "notebooks"
+    if not folder.is_dir():
+        raise FileNotFoundError(
+            f"{folder} not found: run the pipeline from a checkout of the lunglib repository"
+        )
+    return folder
+
+
+def course_notebooks(folder: Path | None = None) -> list[Path]:
+    """The numbered notebooks (``01_*.ipynb`` ...) in order."""
+    folder = folder or notebooks_dir()
+    return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
+
+
+def _declared_parameters(notebook: Path) -> set[str]:
+    import papermill as pm
+
+    return set(pm.inspect_notebook(str(notebook)))
+
+
+def run_course(
+    output_dir: str | os.PathLike,
+    parameters: Mapping[str, object] | None = None,
+    notebooks: Sequence[str | os.PathLike] | None = None,
+    kernel_name: str | None = None,
+    report: bool = True,
+    log=print,
+) -> RunResult:
+    """Execute the course notebooks in order with papermill.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        The run folder; receives the executed notebooks, ``report/`` and ``metrics.json``.
+    parameters : mapping, optional
+        Papermill parameters given to every notebook that declares them (``data_dir``,
+        ``labels``, ``size``, ``n_slices``, ...). ``output_dir`` is always set to the run folder.
+    notebooks : sequence of path-like, optional
+        Which notebooks to run; default every numbered notebook in ``notebooks/``.
+    kernel_name : str, optional
+        Jupyter kernel; default the notebook's own (the environment's ``python3``).
+    report : bool, default True
+        Write an HTML report of the executed notebooks.
+    log : callable
+        Where progress lines go.
+
+    Raises
+    ------
+    PipelineError
+        When a notebook fails, naming it and the failing cell.
+    ValueError
+        When a parameter is declared by none of the notebooks (a typo would otherwise be
+        silently ignored).
+    """
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
+
+    output_dir = Path(output_dir).resolve()
+    output_dir.mkdir(parents=True, exist_ok=True)
+    paths = [Path(p) for p in notebooks] if notebooks else course_notebooks()
+    if not paths:
+        raise FileNotFoundError("no course notebooks found to run")
+    params = dict(parameters or {})
+    declared = {p: _declared_parameters(p) for p in paths}
+    unknown = set(params) - set().union(*declared.values())
+    if unknown:
+        raise ValueError(
+            f"parameter(s) {', '.join(sorted(unknown))} are declared by none of the notebooks "
+            f"({', '.join(p.name for p in paths)})"
+        )
+    result = RunResult(output_dir=output_dir)
+    for path in paths:
+        given = {k: v for k, v in params.items() if k in declared[path]}
+        if "output_dir" in declared[path]:
+            given["output_dir"] = str(output_dir)
+        target = output_dir / path.name
+        log(f"running {path.name} ...")
+        started = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(path),
+                str(target),
+                parameters=given,
+                kernel_name=kernel_name,
+                cwd=str(path.parent),
+                progress_bar=False,
+                log_output=False,
+            )
+        except PapermillExecutionError as exc:
+            raise PipelineError(
+                f"notebook {path.name} failed in cell {exc.cell_index} "
+                f"(execution count {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                f"the executed copy with the traceback is {target}"
+            ) from None
+        seconds = time.perf_counter() - started
+        result.notebooks.append(target)
+        result.seconds[path.name] = round(seconds, 1)
+        log(f"  {path.name} done in {seconds:.0f} s")
+    metrics_path = output_dir / "metrics.json"
+    if metrics_path.is_file():
+        result.metrics = json.loads(metrics_path.read_text())
+    if report:
+        result.report = write_report(result)
+    return result
+
+
+def write_report(result: RunResult) -> Path:
+    """An HTML report: one page per executed notebook and an index with timings and metrics."""
+    from nbconvert import HTMLExporter
+
+    report_dir = result.output_dir / "report"
+    report_dir.mkdir(exist_ok=True)
+    exporter = HTMLExporter()
+    rows = []
+    for notebook in result.notebooks:
+        body, _ = exporter.from_filename(str(notebook))
+        page = report_dir / f"{notebook.stem}.html"
+        _write_text_atomic(page, body)
+        rows.append(
+            f"<tr><td><a href='{page.name}'>{html.escape(notebook.stem)}</a></td>"
+            f"<td>{result.seconds.get(notebook.name, '')}</td></tr>"
+        )
+    headline = "".join(
+        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
+        for k, v in _flatten(result.metrics).items()
+    )
+    index = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>lunglib run</title></head>"
+        "<body><h1>lunglib run report</h1>"
+        f"<p>Run folder: {html.escape(str(result.output_dir))}</p>"
+        "<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th></tr>"
+        + "".join(rows)
+        + "</table><h2>Metrics</h2><table>"
+        + (headline or "<tr><td>no metrics.json written</td></tr>")
+        + "</table></body></html>"
+    )
+    index_path = report_dir / "index.html"
+    _write_text_atomic(index_path, index)
+    return index_path
+
+
+def _flatten(metrics: Mapping[str, object], prefix: str = "") -> dict[str, object]:
+    flat: dict[str, object] = {}
+    for key, value in metrics.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _fmt(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def headline(metrics: Mapping[str, object]) -> str:
+    """The few numbers a person wants first, one line."""
+    flat = _flatten(metrics)
+    keys = [k for k in flat if k.split(".")[-1] in {"roc_auc", "accuracy", "f1", "dice"}]
+    return ", ".join(f"{k} {_fmt(flat[k])}" for k in keys) or "no headline metrics"
