@@ -124,9 +124,10 @@ def run_course(
                 log_output=False,
             )
         except PapermillExecutionError as exc:
+            first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
             raise PipelineError(
-                f"notebook {path.name} failed in cell {exc.cell_index} "
-                f"(execution count {exc.exec_count}): {exc.ename}: {exc.evalue}\n"
+                f"notebook {path.name} failed in cell {exc.cell_index + 1} (In [{exc.exec_count}]:"
+                f" {first_line.strip()[:80]}): {exc.ename}: {exc.evalue}\n"
                 f"the executed copy with the traceback is {target}"
             ) from None
         seconds = time.perf_counter() - started

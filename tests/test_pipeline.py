@@ -1,0 +1,87 @@
+"""The papermill pipeline passes parameters through and names a failing notebook and cell."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from lunglib.cli import _parse_parameter
+from lunglib.pipeline import PipelineError, headline, run_course
+
+
+def _notebook(path: Path, cells: list[str], parameters: str) -> Path:
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(parameters)
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [nbformat.v4.new_markdown_cell("# test"), params]
+    nb.cells += [nbformat.v4.new_code_cell(src) for src in cells]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_run_passes_parameters_and_writes_report(tmp_path: Path) -> None:
+    first = _notebook(
+        tmp_path / "01_first.ipynb",
+        [
+            "import json, pathlib\n"
+            "pathlib.Path(output_dir, 'seen.json').write_text(json.dumps({'size': size}))",
+        ],
+        "size = 64\noutput_dir = ''",
+    )
+    second = _notebook(
+        tmp_path / "02_second.ipynb",
+        [
+            "import json, pathlib\n"
+            "pathlib.Path(output_dir, 'metrics.json').write_text("
+            "json.dumps({'classification': {'roc_auc': 0.5 + size / 1000}}))",
+        ],
+        "size = 64\noutput_dir = ''",
+    )
+    out = tmp_path / "run"
+    result = run_course(out, {"size": 96}, notebooks=[first, second], log=lambda _: None)
+    assert json.loads((out / "seen.json").read_text()) == {"size": 96}
+    assert result.metrics == {"classification": {"roc_auc": pytest.approx(0.596)}}
+    assert [p.name for p in result.notebooks] == ["01_first.ipynb", "02_second.ipynb"]
+    assert result.report is not None and result.report.is_file()
+    index = result.report.read_text()
+    assert "01_first" in index and "0.596" in index
+    assert (out / "report" / "02_second.html").is_file()
+    assert headline(result.metrics) == "classification.roc_auc 0.596"
+
+
+@pytest.mark.slow
+def test_failing_notebook_is_named_with_its_cell(tmp_path: Path) -> None:
+    good = _notebook(tmp_path / "01_good.ipynb", ["x = 1"], "size = 64")
+    bad = _notebook(tmp_path / "02_bad.ipynb", ["y = 2", "raise RuntimeError('boom')"],
+                    "size = 64")
+    never = _notebook(tmp_path / "03_never.ipynb", ["z = 3"], "size = 64")
+    with pytest.raises(PipelineError) as info:
+        run_course(tmp_path / "run", {}, notebooks=[good, bad, never], report=False,
+                   log=lambda _: None)
+    message = str(info.value)
+    assert "02_bad.ipynb" in message and "RuntimeError: boom" in message
+    # markdown, parameters, "y = 2", then the failing cell: the 4th cell, third to execute
+    assert "cell 4 (In [3]: raise RuntimeError('boom'))" in message
+    assert not (tmp_path / "run" / "03_never.ipynb").exists()
+
+
+def test_unknown_parameter_is_rejected_before_running(tmp_path: Path) -> None:
+    nb = _notebook(tmp_path / "01_only.ipynb", ["x = 1"], "size = 64")
+    with pytest.raises(ValueError, match="n_slicse"):
+        run_course(tmp_path / "run", {"n_slicse": 3}, notebooks=[nb], log=lambda _: None)
+    assert not (tmp_path / "run" / "01_only.ipynb").exists()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [("size=96", ("size", 96)), ("dataset=lidc", ("dataset", "lidc")),
+     ("lr=1e-3", ("lr", 0.001)), ("visualize=False", ("visualize", False))],
+)
+def test_cli_parameters_are_typed(text: str, expected: tuple[str, object]) -> None:
+    assert _parse_parameter(text) == expected
