@@ -1,0 +1,233 @@
+"""Classification metrics with honest thresholds and confidence intervals.
+
+Every number comes from scikit-learn. What this module adds is the discipline around them:
+
+* the decision threshold is chosen on the **validation** split (:func:`choose_threshold`) and only
+  then applied to the test split -- :func:`evaluate_binary` takes both and never looks at test
+  labels when choosing;
+* every test metric gets a bootstrap 95% confidence interval, resampling **patients** when
+  several samples share a patient (:func:`bootstrap_ci`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn import metrics as skm
+from sklearn.calibration import calibration_curve
+
+THRESHOLD_RULES = ("youden", "f1", "sensitivity")
+
+
+def _as_binary(y_true: Sequence[int], y_prob: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).astype(int).ravel()
+    p = np.asarray(y_prob, dtype=float).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y_true has {y.size} values but y_prob has {p.size}")
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must hold 0 and 1 only; found {sorted(set(y.tolist()))}")
+    if p.size and (p.min() < 0 or p.max() > 1 or not np.isfinite(p).all()):
+        raise ValueError("y_prob must hold probabilities in [0, 1]")
+    return y, p
+
+
+def choose_threshold(
+    y_val: Sequence[int], p_val: Sequence[float], rule: str = "youden",
+    min_sensitivity: float = 0.9,
+) -> float:
+    """Choose a decision threshold on validation data.
+
+    Parameters
+    ----------
+    y_val, p_val : array-like
+        Validation labels (0/1) and predicted probabilities of class 1.
+    rule : {"youden", "f1", "sensitivity"}
+        ``youden`` maximises sensitivity + specificity - 1; ``f1`` maximises F1;
+        ``sensitivity`` takes the highest threshold whose sensitivity reaches
+        ``min_sensitivity`` (a screening setting).
+    min_sensitivity : float
+        Used by the ``sensitivity`` rule.
+
+    Returns
+    -------
+    float
+    """
+    y, p = _as_binary(y_val, p_val)
+    if rule not in THRESHOLD_RULES:
+        raise ValueError(f"rule must be one of {THRESHOLD_RULES}; got {rule!r}")
+    if len(np.unique(y)) < 2:
+        raise ValueError("the validation split needs both classes to choose a threshold")
+    if rule == "f1":
+        precision, recall, thresholds = skm.precision_recall_curve(y, p)
+        f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+        return float(thresholds[int(np.argmax(f1[:-1]))])
+    fpr, tpr, thresholds = skm.roc_curve(y, p)
+    thresholds = np.clip(thresholds, 0.0, 1.0)  # sklearn puts inf before the first threshold
+    if rule == "youden":
+        return float(thresholds[int(np.argmax(tpr - fpr))])
+    reaching = np.flatnonzero(tpr >= min_sensitivity)
+    return float(thresholds[reaching[0]])
+
+
+def classification_metrics(
+    y_true: Sequence[int], y_prob: Sequence[float], threshold: float = 0.5
+) -> dict[str, float]:
+    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC, PR-AUC, log-loss.
+
+    Class 1 is positive (cancer, malignant). Metrics that need both classes are NaN when the
+    labels hold one class only.
+    """
+    y, p = _as_binary(y_true, y_prob)
+    pred = (p >= threshold).astype(int)
+    tn, fp, fn, tp = skm.confusion_matrix(y, pred, labels=[0, 1]).ravel()
+    both = len(np.unique(y)) == 2
+    return {
+        "n": int(y.size),
+        "threshold": float(threshold),
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "precision": float(skm.precision_score(y, pred, zero_division=0)),
+        "recall": float(skm.recall_score(y, pred, zero_division=0)),
+        "specificity": float(tn / (tn + fp)) if (tn + fp) else float("nan"),
+        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(y, p)) if both else float("nan"),
+        "pr_auc": float(skm.average_precision_score(y, p)) if both else float("nan"),
+        "log_loss": float(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "tp": int(tp),
+        "fp": int(fp),
+        "tn": int(tn),
+        "fn": int(fn),
+    }
+
+
+def bootstrap_ci(
+    y_true: Sequence[int],
+    y_prob: Sequence[float],
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    groups: Sequence[object] | None = None,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``metric(y, p)``.
+
+    With ``groups`` (patient ids), whole patients are resampled, so that the several patches of
+    one patient do not pass for independent evidence. Resamples in which the metric is undefined
+    (for example a single class for ROC-AUC) are skipped.
+    """
+    y, p = _as_binary(y_true, y_prob)
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(y.size)]
+    else:
+        codes = pd.factorize(np.asarray(groups))[0]
+        members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    values = []
+    for _ in range(n_boot):
+        chosen = rng.integers(0, len(members), len(members))
+        index = np.concatenate([members[c] for c in chosen])
+        try:
+            value = metric(y[index], p[index])
+        except ValueError:
+            continue
+        if np.isfinite(value):
+            values.append(value)
+    if not values:
+        return float("nan"), float("nan")
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(values, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+@dataclass
+class BinaryEvaluation:
+    """Test metrics at a threshold chosen on validation, with confidence intervals."""
+
+    threshold: float
+    rule: str
+    table: pd.DataFrame
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "threshold": self.threshold,
+            "threshold_rule": self.rule,
+            **{row.metric: row.value for row in self.table.itertuples()},
+            "ci95": {row.metric: [row.ci_low, row.ci_high] for row in self.table.itertuples()},
+        }
+
+
+def _specificity(y: np.ndarray, pred: np.ndarray) -> float:
+    negatives = y == 0
+    return float((pred[negatives] == 0).mean()) if negatives.any() else float("nan")
+
+
+def _needs_both_classes(score: Callable[[np.ndarray, np.ndarray], float]):
+    def metric(y: np.ndarray, p: np.ndarray) -> float:
+        if len(np.unique(y)) < 2:
+            raise ValueError("the metric needs both classes")
+        return float(score(y, p))
+
+    return metric
+
+
+# One function per reported metric, each computing only itself (the bootstrap calls them often).
+_THRESHOLD_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "accuracy": skm.accuracy_score,
+    "precision": lambda y, pred: skm.precision_score(y, pred, zero_division=0),
+    "recall": lambda y, pred: skm.recall_score(y, pred, zero_division=0),
+    "specificity": _specificity,
+    "f1": lambda y, pred: skm.f1_score(y, pred, zero_division=0),
+}
+_SCORE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "roc_auc": _needs_both_classes(skm.roc_auc_score),
+    "pr_auc": _needs_both_classes(skm.average_precision_score),
+    "log_loss": lambda y, p: skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]),
+}
+
+
+def _metric_at(name: str, threshold: float) -> Callable[[np.ndarray, np.ndarray], float]:
+    if name in _SCORE_METRICS:
+        return _SCORE_METRICS[name]
+    at_threshold = _THRESHOLD_METRICS[name]
+    return lambda y, p: float(at_threshold(y, (p >= threshold).astype(int)))
+
+
+def evaluate_binary(
+    y_val: Sequence[int],
+    p_val: Sequence[float],
+    y_test: Sequence[int],
+    p_test: Sequence[float],
+    rule: str = "youden",
+    groups_test: Sequence[object] | None = None,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> BinaryEvaluation:
+    """Choose the threshold on validation, then report test metrics with bootstrap CIs."""
+    threshold = choose_threshold(y_val, p_val, rule=rule)
+    point = classification_metrics(y_test, p_test, threshold)
+    rows = []
+    for name in [*_THRESHOLD_METRICS, *_SCORE_METRICS]:
+        low, high = bootstrap_ci(y_test, p_test, _metric_at(name, threshold), n_boot=n_boot,
+                                 groups=groups_test, seed=seed)
+        rows.append({"metric": name, "value": point[name], "ci_low": low, "ci_high": high})
+    return BinaryEvaluation(threshold=threshold, rule=rule, table=pd.DataFrame(rows))
+
+
+def calibration_table(
+    y_true: Sequence[int], y_prob: Sequence[float], n_bins: int = 5
+) -> pd.DataFrame:
+    """Observed fraction of positives against mean predicted probability, per bin."""
+    y, p = _as_binary(y_true, y_prob)
+    observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
+    return pd.DataFrame({"mean_predicted": predicted, "fraction_positive": observed})
+
+
+def confusion_table(y_true: Sequence[int], y_prob: Sequence[float], threshold: float,
+                    names: Sequence[str] = ("no cancer", "cancer")) -> pd.DataFrame:
+    """The confusion matrix as a labelled DataFrame (rows: truth, columns: prediction)."""
+    y, p = _as_binary(y_true, y_prob)
+    matrix = skm.confusion_matrix(y, (p >= threshold).astype(int), labels=[0, 1])
+    return pd.DataFrame(matrix, index=[f"true {n}" for n in names],
+                        columns=[f"predicted {n}" for n in names])

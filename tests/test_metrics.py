@@ -1,0 +1,110 @@
+"""Metrics agree with hand-computed values; thresholds come from validation data only."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from lunglib.metrics import (
+    bootstrap_ci,
+    calibration_table,
+    choose_threshold,
+    classification_metrics,
+    confusion_table,
+    evaluate_binary,
+)
+
+Y = [0, 0, 1, 1, 1, 0, 1, 0]
+P = [0.1, 0.4, 0.35, 0.8, 0.9, 0.6, 0.7, 0.2]
+
+
+def test_metrics_match_hand_computed_values() -> None:
+    m = classification_metrics(Y, P, threshold=0.5)
+    # predictions 0 0 0 1 1 1 1 0 -> tp 3 (0.8, 0.9, 0.7), fn 1 (0.35), fp 1 (0.6), tn 3
+    assert (m["tp"], m["fn"], m["fp"], m["tn"]) == (3, 1, 1, 3)
+    assert m["accuracy"] == pytest.approx(6 / 8)
+    assert m["precision"] == pytest.approx(3 / 4)
+    assert m["recall"] == pytest.approx(3 / 4)
+    assert m["specificity"] == pytest.approx(3 / 4)
+    assert m["f1"] == pytest.approx(3 / 4)
+    # 14 of the 16 (positive, negative) pairs are ranked correctly: 0.35 beats only 0.1 and 0.2
+    assert m["roc_auc"] == pytest.approx(14 / 16)
+    expected_loss = -np.mean([math.log(1 - 0.1), math.log(1 - 0.4), math.log(0.35),
+                              math.log(0.8), math.log(0.9), math.log(1 - 0.6), math.log(0.7),
+                              math.log(1 - 0.2)])
+    assert m["log_loss"] == pytest.approx(expected_loss)
+
+
+def test_threshold_changes_the_confusion_matrix() -> None:
+    table = confusion_table(Y, P, threshold=0.3)
+    # at 0.3 every positive is caught and two negatives (0.4, 0.6) become false positives
+    assert table.to_numpy().tolist() == [[2, 2], [0, 4]]
+
+
+def test_youden_threshold_on_a_separable_validation_set() -> None:
+    y_val = [0, 0, 0, 1, 1, 1]
+    p_val = [0.1, 0.2, 0.3, 0.6, 0.7, 0.9]
+    threshold = choose_threshold(y_val, p_val, rule="youden")
+    assert 0.3 < threshold <= 0.6
+    assert classification_metrics(y_val, p_val, threshold)["accuracy"] == 1.0
+
+
+def test_sensitivity_rule_reaches_the_target() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.2, 400), 0, 1)
+    threshold = choose_threshold(y, p, rule="sensitivity", min_sensitivity=0.95)
+    assert classification_metrics(y, p, threshold)["recall"] >= 0.95
+
+
+def test_evaluate_binary_never_looks_at_test_labels_for_the_threshold() -> None:
+    rng = np.random.default_rng(1)
+    y_val = rng.integers(0, 2, 60)
+    p_val = np.clip(0.4 * y_val + rng.uniform(0, 0.6, 60), 0, 1)
+    y_test = rng.integers(0, 2, 50)
+    p_test = rng.uniform(0, 1, 50)
+    first = evaluate_binary(y_val, p_val, y_test, p_test, n_boot=50)
+    flipped = evaluate_binary(y_val, p_val, 1 - y_test, p_test, n_boot=50)
+    assert first.threshold == flipped.threshold == choose_threshold(y_val, p_val)
+    accuracy = first.table.set_index("metric").loc["accuracy"]
+    assert accuracy.ci_low <= accuracy.value <= accuracy.ci_high
+    assert set(first.as_dict()["ci95"]) >= {"accuracy", "precision", "recall", "f1", "roc_auc"}
+
+
+def test_bootstrap_by_patient_is_wider_than_by_sample_for_repeated_samples() -> None:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 30)
+    p = np.clip(0.3 * y + rng.uniform(0, 0.7, 30), 0, 1)
+    repeats = 6  # six patches of each patient, all alike
+    y_rep, p_rep = np.repeat(y, repeats), np.repeat(p, repeats)
+    groups = np.repeat(np.arange(30), repeats)
+
+    naive = bootstrap_ci(y_rep, p_rep, roc_auc_score, n_boot=300, seed=0)
+    by_patient = bootstrap_ci(y_rep, p_rep, roc_auc_score, n_boot=300, groups=groups, seed=0)
+    assert (by_patient[1] - by_patient[0]) > 1.5 * (naive[1] - naive[0])
+
+
+def test_calibration_of_a_calibrated_predictor_is_near_the_diagonal() -> None:
+    rng = np.random.default_rng(3)
+    p = rng.uniform(0, 1, 20000)
+    y = (rng.uniform(0, 1, 20000) < p).astype(int)
+    table = calibration_table(y, p, n_bins=5)
+    assert np.allclose(table.mean_predicted, table.fraction_positive, atol=0.03)
+
+
+@pytest.mark.parametrize(
+    ("y", "p", "match"),
+    [([0, 1, 2], [0.1, 0.2, 0.3], "0 and 1"), ([0, 1], [0.1], "2 values"),
+     ([0, 1], [0.1, 1.5], r"\[0, 1\]")],
+)
+def test_bad_inputs_are_explained(y: list[int], p: list[float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        classification_metrics(y, p)
+
+
+def test_threshold_needs_both_classes() -> None:
+    with pytest.raises(ValueError, match="both classes"):
+        choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])
