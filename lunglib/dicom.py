@@ -11,6 +11,28 @@ The three things students most often get wrong, and that this module gets right:
 * **Hounsfield units** come from ``RescaleSlope`` and ``RescaleIntercept``; values outside the
   scanner's field of view (``PixelPaddingValue``, the ``-2000`` style) become air.
 
+What is wrong with an input is either an error that names the file and the reason
+(:class:`DicomLoadError`), or -- when the rest of the series is fine -- a recorded
+:class:`~lunglib.qc.QCFinding` in ``CTScan.qc``:
+
+=============================================  ===================================================
+input                                          outcome
+=============================================  ===================================================
+empty folder, no DICOM file, non-CT modality   ``DicomLoadError``
+compressed pixel data, no decoder installed    ``DicomLoadError`` naming the ``pip install``
+one file unreadable, truncated, no pixel data  slice skipped, ``unreadable_file`` /
+                                               ``missing_pixel_data`` finding
+every file unreadable or without pixel data    ``DicomLoadError`` naming a file
+the same position twice, identical pixels      copy dropped, ``duplicate_positions`` finding
+the same position twice, different pixels      ``DicomLoadError`` naming both files
+missing slices, uneven spacing                 filled by linear interpolation onto a uniform grid
+                                               spanning the same extent, ``missing_slices`` /
+                                               ``uneven_spacing`` finding that states the gap
+no RescaleSlope/RescaleIntercept               slope 1, intercept 0, ``missing_rescale`` finding
+a single slice                                 ``DicomLoadError`` unless ``allow_single_slice``
+mixed image sizes or orientations              ``DicomLoadError`` naming an odd file
+=============================================  ===================================================
+
 Nothing that identifies the patient is kept: a :class:`CTScan` holds a pseudonymous key (a
 salted hash of the DICOM PatientID) and a de-identified metadata view.
 """
@@ -27,8 +49,10 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+import pydicom.uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.pixels import get_decoder
 
 from lunglib.qc import QCFinding
 
@@ -44,18 +68,23 @@ _METADATA_TAGS = (
     "ConvolutionKernel",
     "KVP",
     "SliceThickness",
+    "SeriesNumber",
     "SeriesDescription",
     "BodyPartExamined",
     "Rows",
     "Columns",
 )
 _PSEUDONYM_SALT = os.environ.get("LUNGLIB_PSEUDONYM_SALT", "lunglib")
-_DECODER_HINTS = {
-    "JPEG 2000": "pip install pylibjpeg pylibjpeg-openjpeg",
-    "JPEG-LS": "pip install pyjpegls",
-    "JPEG": "pip install pylibjpeg pylibjpeg-libjpeg",
-    "RLE": "pip install pylibjpeg pylibjpeg-rle",
-}
+# pip packages that give pydicom a decoder for each family of compressed transfer syntaxes.
+_DECODER_PACKAGES: tuple[tuple[Sequence[str], str], ...] = (
+    (pydicom.uid.JPEG2000TransferSyntaxes, "pylibjpeg pylibjpeg-openjpeg"),
+    (pydicom.uid.JPEGLSTransferSyntaxes, "pyjpegls"),
+    (pydicom.uid.JPEGTransferSyntaxes, "pylibjpeg pylibjpeg-libjpeg"),
+    (pydicom.uid.RLETransferSyntaxes, "pylibjpeg pylibjpeg-rle"),
+)
+_SAME_POSITION_MM = 0.01
+_READ_WORKERS = 4
+_READ_WHOLE_LIMIT = 2 * 1024**3
 
 
 class DicomLoadError(ValueError):
@@ -74,11 +103,13 @@ class SeriesInfo:
     columns: int
     axial: bool
     convolution_kernel: str = ""
+    series_number: int | None = None
 
     def __str__(self) -> str:
         kind = "axial" if self.axial else "non-axial"
+        number = f"#{self.series_number} " if self.series_number is not None else ""
         return (
-            f"{self.modality} {kind} series '{self.description}' ({self.n_images} images, "
+            f"{self.modality} {kind} series {number}'{self.description}' ({self.n_images} images, "
             f"{self.rows}x{self.columns}, kernel {self.convolution_kernel or '?'}) "
             f"uid {self.series_uid}"
         )
@@ -134,11 +165,12 @@ class CTScan:
 
     def describe(self) -> dict[str, object]:
         """De-identified summary, safe to print, log or save."""
+        extent = np.asarray(self.shape) * np.asarray(self.spacing)
         return {
             "patient_key": self.patient_key,
             "shape_zyx": self.shape,
             "spacing_zyx_mm": tuple(round(s, 4) for s in self.spacing),
-            "extent_zyx_mm": tuple(round(n * s, 1) for n, s in zip(self.shape, self.spacing)),
+            "extent_zyx_mm": tuple(round(float(e), 1) for e in extent),
             **self.metadata,
             "qc": [str(f) for f in self.qc if f.severity != "info"] or "ok",
         }
@@ -149,16 +181,26 @@ class CTScan:
             f"spacing={tuple(round(s, 3) for s in self.spacing)}, qc={len(self.qc)} findings)"
         )
 
-    def world_to_voxel(self, xyz_mm: Sequence[float]) -> np.ndarray:
-        """Patient (x, y, z) mm to fractional voxel index (z, y, x)."""
-        offset = np.asarray(xyz_mm, dtype=float) - np.asarray(self.origin)
-        ijk = np.linalg.solve(self.direction * np.asarray(self.spacing[::-1]), offset)
-        return ijk[::-1]
+    def _index_to_world(self) -> np.ndarray:
+        # Maps an (x, y, z) index vector to a patient-coordinate offset in mm.
+        return np.asarray(self.direction, float) * np.asarray(self.spacing[::-1], float)
 
-    def voxel_to_world(self, zyx: Sequence[float]) -> np.ndarray:
-        """Fractional voxel index (z, y, x) to patient (x, y, z) mm."""
-        ijk = np.asarray(zyx, dtype=float)[::-1]
-        return np.asarray(self.origin) + (self.direction * np.asarray(self.spacing[::-1])) @ ijk
+    def world_to_voxel(self, xyz_mm: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Patient (x, y, z) mm to fractional voxel index (z, y, x).
+
+        Accepts one point of shape (3,) or an array of points of shape (n, 3).
+        """
+        offset = np.asarray(xyz_mm, dtype=float) - np.asarray(self.origin, float)
+        ijk = np.linalg.solve(self._index_to_world(), offset.T).T
+        return ijk[..., ::-1]
+
+    def voxel_to_world(self, zyx: Sequence[float] | np.ndarray) -> np.ndarray:
+        """Fractional voxel index (z, y, x) to patient (x, y, z) mm.
+
+        Accepts one index of shape (3,) or an array of indices of shape (n, 3).
+        """
+        ijk = np.asarray(zyx, dtype=float)[..., ::-1]
+        return np.asarray(self.origin, float) + ijk @ self._index_to_world().T
 
     def to_sitk(self):
         """The volume as a SimpleITK image with the same geometry."""
@@ -167,7 +209,7 @@ class CTScan:
         image = sitk.GetImageFromArray(self.hu)
         image.SetSpacing(tuple(float(s) for s in self.spacing[::-1]))
         image.SetOrigin(tuple(float(o) for o in self.origin))
-        image.SetDirection(tuple(float(d) for d in self.direction.ravel()))
+        image.SetDirection(tuple(float(d) for d in np.asarray(self.direction).ravel()))
         return image
 
 
@@ -183,34 +225,76 @@ def pseudonymize(patient_id: str) -> str:
 
 @dataclass
 class _Header:
+    """One file's dataset plus the header values every step needs, converted once."""
+
     path: Path
     ds: Dataset
+    series_uid: str
+    size: tuple[int, int]
+    orientation: tuple[float, ...] | None
+    position: tuple[float, ...] | None
+    localizer: bool
+
+    @classmethod
+    def from_dataset(cls, path: Path, ds: Dataset) -> _Header:
+        iop = ds.get("ImageOrientationPatient")
+        ipp = ds.get("ImagePositionPatient")
+        return cls(
+            path=path,
+            ds=ds,
+            series_uid=str(ds.SeriesInstanceUID),
+            size=(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
+            orientation=tuple(float(v) for v in iop) if iop is not None and len(iop) == 6
+            else None,
+            position=tuple(float(v) for v in ipp) if ipp is not None and len(ipp) == 3
+            else None,
+            localizer="LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])],
+        )
 
 
 def _candidate_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
-    files = [p for p in sorted(path.rglob("*")) if p.is_file() and not p.name.startswith(".")]
+    files = [
+        p for p in sorted(path.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
     return [p for p in files if p.suffix.lower() not in _NON_DICOM_SUFFIXES]
 
 
-def _read_header(path: Path) -> _Header | QCFinding:
+def _read_header(path: Path, pixels: str) -> _Header | QCFinding:
     try:
-        # defer_size keeps pixel data on disk until the chosen series needs it.
-        ds = pydicom.dcmread(path, defer_size="2 KB")
+        if pixels == "read":
+            ds = pydicom.dcmread(path)
+        elif pixels == "defer":  # pixel bytes stay on disk until the chosen series decodes them
+            ds = pydicom.dcmread(path, defer_size="16 KB")
+        else:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
     except InvalidDicomError:
         return QCFinding("not_dicom", "not a DICOM file; ignored", "info", str(path))
-    except Exception as exc:  # truncated or corrupt files raise many kinds of errors
+    except Exception as exc:  # truncated or corrupt headers raise many kinds of errors
         return QCFinding(
-            "unreadable_file", f"could not be read ({type(exc).__name__}: {exc}); skipped",
-            "warning", str(path),
+            "unreadable_file", f"could not be read ({_short(exc)}); skipped", "warning", str(path)
         )
-    if "SOPClassUID" not in ds and "SeriesInstanceUID" not in ds:
+    if "SeriesInstanceUID" not in ds:
+        if "PixelData" in ds:
+            return QCFinding("no_series_uid", "image without SeriesInstanceUID; ignored",
+                             "warning", str(path))
         return QCFinding("not_dicom", "no DICOM image header; ignored", "info", str(path))
-    return _Header(path, ds)
+    try:
+        return _Header.from_dataset(path, ds)
+    except Exception as exc:  # a malformed value in one of the tags above
+        return QCFinding("unreadable_file", f"invalid header value ({_short(exc)}); skipped",
+                         "warning", str(path))
 
 
-def _read_headers(path: Path) -> tuple[list[_Header], list[QCFinding]]:
+def _read_headers(path: Path, with_pixels: bool = True) -> tuple[list[_Header], list[QCFinding]]:
+    """Read every candidate file's header (and, if ``with_pixels``, its pixel bytes).
+
+    Reading each file once, whole, is the fastest; for folders larger than
+    ``_READ_WHOLE_LIMIT`` bytes the pixel bytes are left on disk (deferred) instead, so that
+    the series that are not loaded never sit in memory.
+    """
     path = Path(path)
     if not path.exists():
         raise DicomLoadError(f"{path}: no such file or folder")
@@ -220,23 +304,30 @@ def _read_headers(path: Path) -> tuple[list[_Header], list[QCFinding]]:
             f"{path}: the folder is empty (no files besides annotations); "
             "point load_scan at the folder that holds one patient's .dcm files"
         )
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        results = list(pool.map(_read_header, files))
+    pixels = "skip"
+    if with_pixels:
+        pixels = "read" if sum(p.stat().st_size for p in files) <= _READ_WHOLE_LIMIT else "defer"
+    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
+        results = list(pool.map(lambda p: _read_header(p, pixels), files))
     headers = [r for r in results if isinstance(r, _Header)]
     findings = [r for r in results if isinstance(r, QCFinding)]
     if not headers:
         unreadable = [f for f in findings if f.code == "unreadable_file"]
-        reason = unreadable[0].message if unreadable else "none of them is a DICOM file"
+        first = unreadable[0] if unreadable else findings[0]
         raise DicomLoadError(
-            f"{path}: no readable DICOM files among {len(files)} file(s) "
-            f"(first: {files[0].name}: {reason})"
+            f"{path}: no readable DICOM image among {len(files)} file(s) "
+            f"(first: {Path(first.file or '').name}: {first.message})"
         )
     return headers, findings
 
 
-def _normal(ds: Dataset) -> np.ndarray | None:
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None or len(iop) != 6:
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def _normal(iop: Sequence[float] | None) -> np.ndarray | None:
+    if iop is None:
         return None
     row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
     n = np.cross(row, col)
@@ -244,39 +335,42 @@ def _normal(ds: Dataset) -> np.ndarray | None:
     return n / norm if norm > 0 else None
 
 
-def _is_axial(ds: Dataset) -> bool:
-    n = _normal(ds)
+def _is_axial(h: _Header) -> bool:
+    n = _normal(h.orientation)
     return n is not None and abs(n[2]) > 0.9
-
-
-def _is_localizer(ds: Dataset) -> bool:
-    image_type = [str(v).upper() for v in ds.get("ImageType", [])]
-    return "LOCALIZER" in image_type
 
 
 def _group_by_series(headers: list[_Header]) -> dict[str, list[_Header]]:
     groups: dict[str, list[_Header]] = {}
     for h in headers:
-        groups.setdefault(str(h.ds.get("SeriesInstanceUID", "unknown")), []).append(h)
+        groups.setdefault(h.series_uid, []).append(h)
     return groups
 
 
 def _series_info(uid: str, members: list[_Header]) -> SeriesInfo:
     ds = members[0].ds
+    number = ds.get("SeriesNumber")
     return SeriesInfo(
         series_uid=uid,
         description=str(ds.get("SeriesDescription", "")),
         modality=str(ds.get("Modality", "")),
         n_images=len(members),
-        rows=int(ds.get("Rows", 0)),
-        columns=int(ds.get("Columns", 0)),
-        axial=_is_axial(ds),
-        convolution_kernel=str(ds.get("ConvolutionKernel", "")),
+        rows=members[0].size[0],
+        columns=members[0].size[1],
+        axial=_is_axial(members[0]),
+        convolution_kernel=str(ds.get("ConvolutionKernel", "") or ""),
+        series_number=int(number) if number not in (None, "") else None,
     )
 
 
+def _preference(info: SeriesInfo) -> tuple:
+    """Sort key of the default choice: most images, then lowest SeriesNumber, then uid."""
+    number = info.series_number if info.series_number is not None else 2**31
+    return (-info.n_images, number, info.series_uid)
+
+
 def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
-    """List every image series in a folder (recursively), largest first.
+    """List every image series in a folder (recursively), the default choice first.
 
     Parameters
     ----------
@@ -286,10 +380,12 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
     Returns
     -------
     list of SeriesInfo
+        Sorted by the order :func:`load_scan` prefers (most images first). Holds no patient
+        identifiers, so it is safe to print.
     """
-    headers, _ = _read_headers(Path(path))
+    headers, _ = _read_headers(Path(path), with_pixels=False)
     infos = [_series_info(uid, members) for uid, members in _group_by_series(headers).items()]
-    return sorted(infos, key=lambda s: (-s.n_images, s.series_uid))
+    return sorted(infos, key=_preference)
 
 
 def _choose_series(
@@ -297,114 +393,200 @@ def _choose_series(
     groups: dict[str, list[_Header]],
     series_uid: str | None,
     series_description: str | None,
-) -> str:
-    infos = {uid: _series_info(uid, m) for uid, m in groups.items()}
-    listing = "\n  ".join(str(i) for i in sorted(infos.values(), key=lambda s: -s.n_images))
+) -> tuple[str, list[SeriesInfo]]:
+    infos = sorted((_series_info(uid, m) for uid, m in groups.items()), key=_preference)
+    listing = "\n  ".join(str(i) for i in infos)
     if series_uid is not None:
         if series_uid not in groups:
             raise DicomLoadError(f"{path}: no series with uid {series_uid}; found:\n  {listing}")
-        return series_uid
+        return series_uid, infos
     if series_description is not None:
         wanted = series_description.lower()
-        hits = [u for u, i in infos.items() if wanted in i.description.lower()]
+        hits = [i.series_uid for i in infos if wanted in i.description.lower()]
         if len(hits) != 1:
             what = "no series" if not hits else f"{len(hits)} series"
             raise DicomLoadError(
                 f"{path}: {what} with a description containing '{series_description}'; "
                 f"found:\n  {listing}\nchoose one by series_uid"
             )
-        return hits[0]
-    ct_axial = [u for u, i in infos.items() if i.modality == "CT" and i.axial]
+        return hits[0], infos
+    ct_axial = [i for i in infos if i.modality == "CT" and i.axial]
     if not ct_axial:
-        modalities = sorted({i.modality or "?" for i in infos.values()})
-        if all(i.modality != "CT" for i in infos.values()):
+        if all(i.modality != "CT" for i in infos):
+            modalities = sorted({i.modality or "missing" for i in infos})
             raise DicomLoadError(
-                f"{path}: no CT series here (modalities found: {', '.join(modalities)}); "
+                f"{path}: no CT series here (modality {', '.join(modalities)}); "
                 f"lunglib reads CT. Found:\n  {listing}"
             )
         raise DicomLoadError(
             f"{path}: no axial CT series (only reformats or localizers); "
             f"choose one explicitly by series_uid. Found:\n  {listing}"
         )
-    return max(ct_axial, key=lambda u: (infos[u].n_images, u))
+    return ct_axial[0].series_uid, infos
 
 
 # --------------------------------------------------------------------------------------------
-# Pixels and geometry
+# Pixels
 
 
-def _decoder_hint(ds: Dataset) -> str:
-    name = str(getattr(ds.file_meta, "TransferSyntaxUID", "unknown"))
+class _SkipSlice(Exception):
+    """One file of the series cannot be used; the rest may still be fine."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+def _transfer_syntax(ds: Dataset) -> pydicom.uid.UID | None:
+    meta = getattr(ds, "file_meta", None)
+    uid = meta.get("TransferSyntaxUID") if meta is not None else None
+    return pydicom.uid.UID(str(uid)) if uid else None
+
+
+def _install_hint(syntax: pydicom.uid.UID) -> str:
+    for family, packages in _DECODER_PACKAGES:
+        if syntax in family:
+            return f"pip install {packages}"
+    return "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg pyjpegls"
+
+
+def _check_decoder(h: _Header) -> None:
+    """Raise at once when the series is compressed and pydicom has no decoder for it."""
+    syntax = _transfer_syntax(h.ds)
+    if syntax is None or not syntax.is_compressed:
+        return
     try:
-        name = ds.file_meta.TransferSyntaxUID.name
-    except AttributeError:
-        pass
-    for key, hint in _DECODER_HINTS.items():
-        if key.lower() in name.lower():
-            return f"the pixel data is compressed as {name}; install a decoder: {hint}"
-    return f"the pixel data uses transfer syntax {name}, which no installed decoder handles"
-
-
-def _slice_hu(h: _Header) -> tuple[np.ndarray, list[QCFinding]]:
-    """Decode one file to HU (float32), with padding set to air."""
-    ds = h.ds
-    findings: list[QCFinding] = []
-    if "PixelData" not in ds:
-        raise DicomLoadError(f"{h.path}: the file has no pixel data (PixelData element missing)")
-    try:
-        raw = ds.pixel_array
-    except (NotImplementedError, RuntimeError) as exc:
-        if ds.file_meta.get("TransferSyntaxUID") and ds.file_meta.TransferSyntaxUID.is_compressed:
-            raise DicomLoadError(f"{h.path}: {_decoder_hint(ds)}") from exc
-        raise DicomLoadError(f"{h.path}: pixel data could not be decoded ({exc})") from exc
-    except Exception as exc:  # truncated pixel data and friends
-        raise DicomLoadError(f"{h.path}: pixel data is damaged or truncated ({exc})") from exc
-    if raw.ndim != 2:
-        raise DicomLoadError(f"{h.path}: expected one 2D image per file, got shape {raw.shape}")
-    slope = ds.get("RescaleSlope")
-    intercept = ds.get("RescaleIntercept")
-    if slope is None or intercept is None:
-        findings.append(
-            QCFinding(
-                "missing_rescale",
-                "RescaleSlope/RescaleIntercept absent; assumed slope 1 and intercept 0 "
-                "(if air reads near 0 instead of -1000, the stored values are unsigned)",
-                "warning",
-                str(h.path),
-            )
+        available = get_decoder(syntax).is_available
+    except NotImplementedError:
+        available = False
+    if not available:
+        raise DicomLoadError(
+            f"{h.path}: the pixel data is compressed as {syntax.name} and no installed "
+            f"decoder reads it; install one: {_install_hint(syntax)}"
         )
+
+
+def _padding_range(ds: Dataset, raw: np.ndarray) -> tuple[int, int] | None:
+    """Stored values marking padding (PixelPaddingValue [.. PixelPaddingRangeLimit]), if any."""
+    values = [ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")]
+    values = [int(v) for v in values if isinstance(v, int)]
+    if not values:
+        return None
+    if raw.dtype.kind == "i":
+        # Often written as US even when pixels are signed: 63536 stands for -2000.
+        bits = raw.dtype.itemsize * 8
+        values = [v - 2**bits if v >= 2 ** (bits - 1) else v for v in values]
+    return min(values), max(values)
+
+
+def _slice_to_hu(h: _Header, out: np.ndarray) -> bool:
+    """Decode one file into ``out`` (int16 HU, padding as air); True if it had rescale tags."""
+    ds = h.ds
+    if "PixelData" not in ds:
+        raise _SkipSlice("missing_pixel_data", "the file has no pixel data (PixelData missing)")
+    syntax = _transfer_syntax(ds) or pydicom.uid.ImplicitVRLittleEndian
+    try:
+        # The decoder directly: ds.pixel_array would also keep a cached copy inside ds.
+        raw, _ = get_decoder(syntax).as_array(ds)
+    except Exception as exc:  # truncated bytes, corrupt compressed streams, bad group 0028
+        reason = f"pixel data is damaged or truncated ({_short(exc)})"
+        if syntax.is_compressed:
+            reason += (
+                f"; it is compressed as {syntax.name}: if the file is intact, another decoder "
+                f"may read it ({_install_hint(syntax)})"
+            )
+        raise _SkipSlice("unreadable_file", reason) from exc
+    if raw.shape != out.shape:
+        raise _SkipSlice(
+            "unreadable_file", f"expected one {out.shape[0]}x{out.shape[1]} image, got {raw.shape}"
+        )
+    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    has_rescale = slope is not None and intercept is not None
     slope = float(slope) if slope is not None else 1.0
     intercept = float(intercept) if intercept is not None else 0.0
-    padding = np.zeros(raw.shape, dtype=bool)
-    pad_value = ds.get("PixelPaddingValue")
-    if pad_value is not None:
-        pad_limit = ds.get("PixelPaddingRangeLimit")
-        if pad_limit is None:
-            padding |= raw == pad_value
-        else:
-            lo, hi = sorted((int(pad_value), int(pad_limit)))
-            padding |= (raw >= lo) & (raw <= hi)
-    hu = raw.astype(np.float32) * slope + intercept
-    padding |= hu < LOWEST_CT_HU  # outside the reconstruction circle
-    hu[padding] = AIR_HU
-    return hu, findings
+    padding = _padding_range(ds, raw)
+    lowest, highest = int(raw.min()), int(raw.max())
+    if padding is not None and (padding[1] < lowest or padding[0] > highest):
+        padding = None  # no pixel of this slice is padding
+    if raw.dtype.kind in "iu" and raw.itemsize == 2 and slope == 1 and intercept.is_integer():
+        # The common case: whole-number intercept, and the result fits in int16 -- no copies.
+        shift = int(intercept)
+        if -(2**15) <= lowest + shift and highest + shift < 2**15:
+            # Same-width integer add: wraps modulo 2**16, exact because the result fits.
+            hu = np.add(raw.view(np.int16), np.int16(shift), out=out)
+            if padding is not None and padding[1] + shift < LOWEST_CT_HU:
+                padding = None  # padding reads below LOWEST_CT_HU, the test below catches it
+            if lowest + shift < LOWEST_CT_HU or padding is not None:
+                air = hu < LOWEST_CT_HU
+                if padding is not None:
+                    air |= (raw >= padding[0]) & (raw <= padding[1])
+                hu[air] = AIR_HU
+            return has_rescale
+    hu = np.rint(raw.astype(np.float64) * slope + intercept)
+    air = hu < LOWEST_CT_HU
+    if padding is not None:
+        air |= (raw >= padding[0]) & (raw <= padding[1])
+    hu[air] = AIR_HU
+    out[...] = np.minimum(hu, np.iinfo(np.int16).max)
+    return has_rescale
 
 
-def _positions(headers: list[_Header], normal: np.ndarray) -> np.ndarray:
-    return np.array([float(np.dot(np.asarray(h.ds.ImagePositionPatient, float), normal))
-                     for h in headers])
+# --------------------------------------------------------------------------------------------
+# Geometry
 
 
-def _fill_to_uniform_grid(
-    stack: np.ndarray, z: np.ndarray, step: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """Linearly interpolate slices onto a uniform z grid with the given step."""
+def _fill_gaps(
+    volume: np.ndarray, z: np.ndarray, uids: list[str], step: float, tolerance: float
+) -> tuple[np.ndarray, float, list[str]]:
+    """Resample slices at sorted positions ``z`` onto a uniform grid over the same extent.
+
+    The grid runs from the first to the last slice in steps as close to ``step`` as fit.
+    Slices that lie on it are copied unchanged (and keep their uid); the other grid slices are
+    linear interpolations of their two neighbours (uid ``""``). Returns the volume, the grid
+    step and the uid of each grid slice.
+    """
     n = int(round((z[-1] - z[0]) / step)) + 1
-    grid = z[0] + step * np.arange(n)
-    upper = np.clip(np.searchsorted(z, grid, side="left"), 1, len(z) - 1)
-    lower = upper - 1
-    weight = ((grid - z[lower]) / (z[upper] - z[lower])).astype(np.float32)[:, None, None]
-    return stack[lower] * (1 - weight) + stack[upper] * weight, grid
+    grid = np.linspace(z[0], z[-1], n)
+    step = float(grid[1] - grid[0])
+    out = np.empty((n, *volume.shape[1:]), dtype=np.int16)
+    out_uids = [""] * n
+    exact = np.zeros(n, dtype=bool)
+    nearest = np.clip(np.rint((z - z[0]) / step).astype(int), 0, n - 1)
+    for i in np.flatnonzero(np.abs(grid[nearest] - z) <= tolerance * step):
+        out[nearest[i]], out_uids[nearest[i]], exact[nearest[i]] = volume[i], uids[i], True
+    for k in np.flatnonzero(~exact):
+        upper = int(np.clip(np.searchsorted(z, grid[k]), 1, len(z) - 1))
+        weight = (grid[k] - z[upper - 1]) / (z[upper] - z[upper - 1])
+        out[k] = np.rint(volume[upper - 1] * (1 - weight) + volume[upper] * weight)
+    return out, step, out_uids
+
+
+def _spacing_findings(
+    z: np.ndarray, headers: list[_Header], step: float, tolerance: float
+) -> QCFinding | None:
+    steps = np.diff(z)
+    uneven = np.abs(steps - step) > tolerance * step
+    if not uneven.any():
+        return None
+    ratio = steps[uneven] / step
+    where = ", ".join(
+        f"{z[i]:.2f}..{z[i + 1]:.2f} mm (between {headers[i].path.name} and "
+        f"{headers[i + 1].path.name})"
+        for i in np.flatnonzero(uneven)[:5]
+    )
+    if (ratio > 1.5).all() and np.allclose(ratio, np.round(ratio), atol=tolerance * 10):
+        n_missing = int(np.round(ratio).sum() - len(ratio))
+        code, what = "missing_slices", f"{n_missing} slice(s) missing at {where}"
+    else:
+        code = "uneven_spacing"
+        what = f"uneven slice spacing (steps {steps.min():.3f} to {steps.max():.3f} mm) at {where}"
+    return QCFinding(
+        code,
+        f"{what}; slices at the median step {step:.3f} mm filled by linear interpolation "
+        "over the same extent",
+        "warning",
+    )
 
 
 def load_scan(
@@ -420,8 +602,9 @@ def load_scan(
     ----------
     path : path-like
         Folder holding the patient's DICOM files (searched recursively), or a single file.
+        Annotation files beside the images (LIDC XML, CSV) are ignored.
     series_uid : str, optional
-        Load this SeriesInstanceUID. By default the axial CT series with the most images.
+        Load this SeriesInstanceUID.
     series_description : str, optional
         Load the one series whose SeriesDescription contains this text (case-insensitive).
     allow_single_slice : bool, default False
@@ -433,152 +616,157 @@ def load_scan(
     Returns
     -------
     CTScan
+        Slices in increasing position along the slice normal, with a uniform z spacing.
 
     Raises
     ------
     DicomLoadError
         When no usable CT volume can be read; the message names the file and the reason.
+
+    Notes
+    -----
+    Without ``series_uid`` or ``series_description`` the axial CT series with the most images
+    is loaded. When several have as many (two reconstruction kernels of one acquisition), the
+    lowest ``SeriesNumber`` wins -- the scanner's first reconstruction of the study -- and then
+    the lowest uid, so the choice never depends on file names or reading order. A ``several_series``
+    finding lists what else was found; :func:`list_series` lists them in the same order.
     """
     path = Path(path)
     headers, findings = _read_headers(path)
     groups = _group_by_series(headers)
-    uid = _choose_series(path, groups, series_uid, series_description)
-    if len(groups) > 1:
-        others = len(groups) - 1
+    uid, infos = _choose_series(path, groups, series_uid, series_description)
+    if len(infos) > 1:
+        others = "; ".join(str(i) for i in infos if i.series_uid != uid)
         findings.append(QCFinding(
-            "several_series", f"{others} other series in the folder; loaded {uid} "
-            "(see list_series)", "info"))
+            "several_series", f"loaded {uid}; also in the folder: {others} "
+            "(choose with series_uid= or series_description=)", "info"))
     members = groups[uid]
-    localizers = [h for h in members if _is_localizer(h.ds)]
+    localizers = [h for h in members if h.localizer]
     if localizers and len(localizers) < len(members):
-        members = [h for h in members if not _is_localizer(h.ds)]
+        members = [h for h in members if not h.localizer]
         findings.append(QCFinding("localizer_dropped",
                                   f"{len(localizers)} localizer image(s) left out", "info"))
-    modality = str(members[0].ds.get("Modality", ""))
+    first = members[0]
+    modality = str(first.ds.get("Modality", ""))
     if modality != "CT":
         raise DicomLoadError(
-            f"{members[0].path}: modality is '{modality or 'missing'}', not CT; lunglib reads CT"
+            f"{first.path}: modality is '{modality or 'missing'}', not CT; lunglib reads CT"
         )
+    _check_consistent(uid, members)
+    _check_decoder(first)
+    normal = _normal(first.orientation)
+    assert normal is not None  # _check_consistent guarantees a valid orientation
 
-    sizes = Counter((int(h.ds.get("Rows", 0)), int(h.ds.get("Columns", 0))) for h in members)
-    if len(sizes) > 1:
-        (common, _), *_ = sizes.most_common()
-        odd = next(h for h in members if (h.ds.get("Rows"), h.ds.get("Columns")) != common)
-        listing = ", ".join(f"{r}x{c} ({n} files)" for (r, c), n in sizes.most_common())
-        raise DicomLoadError(
-            f"{odd.path}: image size {odd.ds.get('Rows')}x{odd.ds.get('Columns')} differs from "
-            f"the rest of series {uid}: mixed image sizes {listing}"
-        )
-
-    first = members[0].ds
-    normal = _normal(first)
-    if normal is None:
-        raise DicomLoadError(
-            f"{members[0].path}: ImageOrientationPatient missing or invalid; "
-            "slice order and spacing cannot be known"
-        )
-    missing_position = [h for h in members if "ImagePositionPatient" not in h.ds]
-    if missing_position:
-        raise DicomLoadError(
-            f"{missing_position[0].path}: ImagePositionPatient missing; slice order cannot be "
-            "known (file names and InstanceNumber are not reliable)"
-        )
-
-    # Decode pixels; a damaged file is skipped and recorded if the rest of the series is fine.
-    decoded: list[tuple[_Header, np.ndarray]] = []
+    placed = []
     for h in members:
-        try:
-            hu, slice_findings = _slice_hu(h)
-        except DicomLoadError as exc:
-            if "install a decoder" in str(exc) or "no pixel data" in str(exc) and len(members) == 1:
-                raise
-            if "install a decoder" in str(exc):
-                raise
-            findings.append(QCFinding("unreadable_file", f"{exc}; slice skipped", "warning",
-                                      str(h.path)))
-            continue
-        findings.extend(slice_findings[:1] if not decoded else [])
-        decoded.append((h, hu))
-    if not decoded:
-        raise DicomLoadError(f"{path}: no slice of series {uid} has readable pixel data")
-
-    z = _positions([h for h, _ in decoded], normal)
+        if h.position is not None:
+            placed.append(h)
+        else:
+            findings.append(QCFinding(
+                "missing_position", "ImagePositionPatient missing, the slice cannot be placed "
+                "(file names and InstanceNumber are not reliable); slice skipped", "warning",
+                str(h.path)))
+    if not placed:
+        raise DicomLoadError(
+            f"{first.path}: ImagePositionPatient missing in every file of series {uid}; "
+            "slice order cannot be known"
+        )
+    positions = np.array([h.position for h in placed], dtype=float)
+    z = positions @ normal
     order = np.argsort(z, kind="stable")
-    decoded = [decoded[i] for i in order]
-    z = z[order]
+    placed, positions, z = [placed[i] for i in order], positions[order], z[order]
 
-    duplicates = np.flatnonzero(np.isclose(np.diff(z), 0.0, atol=1e-3)) + 1
-    if len(duplicates):
+    # Decode every slice straight into the volume; a damaged file is skipped and recorded.
+    volume = np.empty((len(placed), *first.size), dtype=np.int16)
+
+    def decode(i: int) -> _SkipSlice | bool:
+        try:
+            return _slice_to_hu(placed[i], volume[i])
+        except _SkipSlice as skip:
+            return skip
+
+    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
+        outcomes = list(pool.map(decode, range(len(placed))))
+    skipped = [(h, o) for h, o in zip(placed, outcomes, strict=True) if isinstance(o, _SkipSlice)]
+    if len(skipped) == len(placed):
+        h, skip = skipped[0]
+        raise DicomLoadError(
+            f"{h.path}: {skip.reason}; none of the {len(placed)} image(s) of series {uid} "
+            "has usable pixel data"
+        )
+    for h, skip in skipped:
+        findings.append(QCFinding(skip.code, f"{skip.reason}; slice skipped", "warning",
+                                  str(h.path)))
+    if not all(o for o in outcomes if not isinstance(o, _SkipSlice)):
         findings.append(QCFinding(
-            "duplicate_positions",
-            f"{len(duplicates)} slice(s) share a position with another slice; kept the first",
-            "warning", str(decoded[duplicates[0]][0].path)))
-        keep = np.setdiff1d(np.arange(len(decoded)), duplicates)
-        decoded = [decoded[i] for i in keep]
-        z = z[keep]
+            "missing_rescale", "RescaleSlope/RescaleIntercept absent; assumed slope 1 and "
+            "intercept 0 (if air reads near 0 instead of -1000, the stored values are unsigned "
+            "and need an intercept of -1024)", "warning", str(first.path)))
+    keep = np.array([not isinstance(o, _SkipSlice) for o in outcomes])
 
-    row_spacing, col_spacing = (float(v) for v in first.get("PixelSpacing", [1.0, 1.0]))
-    if "PixelSpacing" not in first:
-        findings.append(QCFinding("missing_pixel_spacing",
-                                  "PixelSpacing absent; assumed 1 mm", "warning"))
-    stack = np.stack([hu for _, hu in decoded])
-    slice_uids = [str(h.ds.get("SOPInstanceUID", "")) for h, _ in decoded]
+    # The same position twice: a copied file is harmless, two different images are not.
+    for i in np.flatnonzero(np.diff(z) < _SAME_POSITION_MM) + 1:
+        j = i - 1
+        while j > 0 and not keep[j]:
+            j -= 1
+        if not (keep[i] and keep[j]) or z[i] - z[j] >= _SAME_POSITION_MM:
+            continue
+        if not np.array_equal(volume[i], volume[j]):
+            raise DicomLoadError(
+                f"{placed[i].path}: same position ({z[i]:.2f} mm along the slice normal) as "
+                f"{placed[j].path.name} but different pixels; series {uid} seems to mix "
+                "acquisitions -- remove one of them or load another series"
+            )
+        keep[i] = False
+        findings.append(QCFinding(
+            "duplicate_positions", f"identical copy of {placed[j].path.name} at the same "
+            "position; dropped", "warning", str(placed[i].path)))
+    if not keep.all():
+        volume = volume[keep]
+        placed = [h for h, k in zip(placed, keep, strict=True) if k]
+        positions, z = positions[keep], z[keep]
+    slice_uids = [str(h.ds.get("SOPInstanceUID", "")) for h in placed]
 
-    if len(decoded) == 1:
+    row_spacing, col_spacing = (float(v) for v in first.ds.get("PixelSpacing", [1.0, 1.0]))
+    if "PixelSpacing" not in first.ds:
+        findings.append(QCFinding("missing_pixel_spacing", "PixelSpacing absent; assumed 1 mm",
+                                  "warning", str(first.path)))
+    if len(placed) == 1:
         if not allow_single_slice:
             raise DicomLoadError(
-                f"{decoded[0][0].path}: the series has a single slice; a CT volume needs several "
-                "(pass allow_single_slice=True to read it as a one-slice volume)"
+                f"{placed[0].path}: the series has a single usable slice; a CT volume needs "
+                "several (pass allow_single_slice=True to read it as a one-slice volume)"
             )
-        z_spacing = float(first.get("SliceThickness", 1.0) or 1.0)
+        z_spacing = float(first.ds.get("SliceThickness", 1.0) or 1.0)
         findings.append(QCFinding("single_slice", "single-slice series; z spacing taken from "
                                   "SliceThickness", "info"))
     else:
-        steps = np.diff(z)
-        z_spacing = float(np.median(steps))
-        uneven = np.abs(steps - z_spacing) > spacing_tolerance * z_spacing
-        if uneven.any():
-            gaps = [(float(z[i]), float(z[i + 1])) for i in np.flatnonzero(uneven)]
-            ratio = steps[uneven] / z_spacing
-            if np.allclose(ratio, np.round(ratio), atol=spacing_tolerance) and (ratio > 1).all():
-                code = "missing_slices"
-                n_missing = int(np.round(ratio).sum() - len(ratio))
-                what = f"{n_missing} slice(s) missing"
-            else:
-                code = "uneven_spacing"
-                what = f"uneven slice spacing (steps {steps.min():.3f} to {steps.max():.3f} mm)"
-            where = ", ".join(f"{a:.2f}..{b:.2f} mm" for a, b in gaps[:5])
-            stack, z = _fill_to_uniform_grid(stack, z, z_spacing)
-            filled = set(np.round(z, 3)) - {round(float(h), 3) for h in _positions(
-                [h for h, _ in decoded], normal)}
-            uid_by_z = {round(float(zz), 3): u for zz, u in zip(
-                _positions([h for h, _ in decoded], normal), slice_uids)}
-            slice_uids = [uid_by_z.get(round(float(zz), 3), "") for zz in z]
+        z_spacing = float(np.median(np.diff(z)))
+        gap = _spacing_findings(z, placed, z_spacing, spacing_tolerance)
+        if gap is not None:
+            findings.append(gap)
+            volume, z_spacing, slice_uids = _fill_gaps(
+                volume, z, slice_uids, z_spacing, spacing_tolerance)
+        tilt = _in_plane_drift(positions, normal)
+        if tilt > 0.5 * min(row_spacing, col_spacing):
             findings.append(QCFinding(
-                code, f"{what} at {where}; {len(filled)} slice(s) interpolated onto a uniform "
-                f"{z_spacing:.3f} mm grid", "warning"))
+                "gantry_tilt", f"slice positions drift {tilt:.1f} mm sideways from the slice "
+                "normal (gantry tilt); the volume is sheared and its geometry approximate",
+                "warning"))
 
-    origin_ds = decoded[0][0].ds
-    origin = np.asarray(origin_ds.ImagePositionPatient, float)
-    if len(z) and len(decoded) > 1:
-        # After filling, the first grid position equals the first decoded slice's position.
-        origin = origin + normal * (z[0] - float(np.dot(origin, normal)))
-    iop = np.asarray(first.ImageOrientationPatient, float)
-    direction = np.column_stack([iop[:3], iop[3:], normal])
-    hu_volume = np.clip(np.rint(stack), -32768, 32767).astype(np.int16)
-
-    patient_id = str(first.get("PatientID", "")) or str(first.get("StudyInstanceUID", uid))
+    iop = np.asarray(first.orientation, float)
+    patient_id = str(first.ds.get("PatientID", "")) or str(first.ds.get("StudyInstanceUID", uid))
     metadata: dict[str, object] = {}
     for tag in _METADATA_TAGS:
-        value = first.get(tag)
+        value = first.ds.get(tag)
         if value is not None and value != "":
             metadata[tag] = value if isinstance(value, (int, float, str)) else str(value)
     metadata["n_files"] = len(members)
     return CTScan(
-        hu=hu_volume,
+        hu=volume,
         spacing=(z_spacing, row_spacing, col_spacing),
-        origin=tuple(float(o) for o in origin),  # type: ignore[arg-type]
-        direction=direction,
+        origin=tuple(float(o) for o in positions[0]),  # type: ignore[arg-type]
+        direction=np.column_stack([iop[:3], iop[3:], normal]),
         series_uid=uid,
         patient_key=pseudonymize(patient_id),
         slice_uids=slice_uids,
@@ -586,6 +774,39 @@ def load_scan(
         metadata=metadata,
         source=str(path),
     )
+
+
+def _check_consistent(uid: str, members: list[_Header]) -> None:
+    """One image size and one orientation per series, or an error naming an odd file."""
+    first = members[0]
+    if _normal(first.orientation) is None:
+        raise DicomLoadError(
+            f"{first.path}: ImageOrientationPatient missing or invalid; "
+            "slice order and spacing cannot be known"
+        )
+    sizes = Counter(h.size for h in members)
+    if len(sizes) > 1:
+        (common, _), *_ = sizes.most_common()
+        odd = next(h for h in members if h.size != common)
+        listing = ", ".join(f"{r}x{c} ({n} files)" for (r, c), n in sizes.most_common())
+        raise DicomLoadError(
+            f"{odd.path}: image size {odd.size[0]}x{odd.size[1]} differs from the rest of "
+            f"series {uid}: mixed image sizes {listing}"
+        )
+    iop = np.asarray(first.orientation)
+    for h in members:
+        if h.orientation is None or not np.allclose(h.orientation, iop, atol=1e-3):
+            raise DicomLoadError(
+                f"{h.path}: ImageOrientationPatient {h.orientation} differs from "
+                f"{first.orientation} in {first.path.name}; series {uid} mixes orientations"
+            )
+
+
+def _in_plane_drift(positions: np.ndarray, normal: np.ndarray) -> float:
+    """Largest sideways offset (mm) of slice positions from the line along the normal."""
+    offsets = positions - positions[0]
+    sideways = offsets - np.outer(offsets @ normal, normal)
+    return float(np.linalg.norm(sideways, axis=1).max())
 
 
 def load_scans(paths: Iterable[str | os.PathLike], **kwargs) -> dict[str, CTScan | QCFinding]:

@@ -1,0 +1,83 @@
+"""How fast does ``lunglib.load_scan`` read a real CT series, next to the floor and SimpleITK?
+
+Times, on the LIDC-IDRI-0001 series (133 slices of 512x512, ``../shared/data/lidc_idri``):
+
+(a) the floor: ``pydicom.dcmread`` of every file plus ``pixel_array`` -- what any pydicom-based
+    loader must spend, with no sorting, HU conversion or checks;
+(b) ``lunglib.load_scan`` on the patient folder (XML beside the images included);
+(c) SimpleITK's ``ImageSeriesReader`` (GDCM) on the series folder.
+
+Runs are interleaved (a, b, c, a, b, c, ...) so that load from other processes hits them alike;
+the table shows the median and the minimum of the runs and the ratio of each median to the floor.
+Target: (b) within about 1.3x of (a).
+
+Usage: ``python benchmarks/bench_load.py [--runs 5] [--case DIR]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+
+from lunglib.dicom import load_scan
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+DEFAULT_CASE = SHARED / "lidc_idri" / "LIDC-IDRI-0001"
+
+
+def floor(files: list[Path]) -> np.ndarray:
+    return np.stack([pydicom.dcmread(f).pixel_array for f in files])
+
+
+def lunglib_load(case: Path) -> np.ndarray:
+    return load_scan(case).hu
+
+
+def sitk_load(series_dir: Path) -> np.ndarray:
+    import SimpleITK as sitk
+
+    reader = sitk.ImageSeriesReader()
+    reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(series_dir)))
+    return sitk.GetArrayFromImage(reader.Execute())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--case", type=Path, default=DEFAULT_CASE)
+    args = parser.parse_args(argv)
+    if not args.case.is_dir():
+        print(f"{args.case} not present: benchmark skipped", file=sys.stderr)
+        return 0
+    files = sorted(args.case.rglob("*.dcm"))
+    series_dir = files[0].parent
+    candidates = {
+        "(a) pydicom dcmread + pixel_array (floor)": lambda: floor(files),
+        "(b) lunglib.load_scan": lambda: lunglib_load(args.case),
+        "(c) SimpleITK ImageSeriesReader": lambda: sitk_load(series_dir),
+    }
+    shapes = {name: fn().shape for name, fn in candidates.items()}  # warm the file cache
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    for _ in range(args.runs):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    floor_median = statistics.median(next(iter(times.values())))
+    print(f"{args.case.name}: {len(files)} files, volume {shapes['(b) lunglib.load_scan']}, "
+          f"{args.runs} interleaved runs")
+    print(f"{'reader':<44}{'median s':>10}{'min s':>8}{'x floor':>9}")
+    for name, ts in times.items():
+        median = statistics.median(ts)
+        print(f"{name:<44}{median:>10.3f}{min(ts):>8.3f}{median / floor_median:>9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
