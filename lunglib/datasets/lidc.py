@@ -97,6 +97,7 @@ class ReaderMark:
     reader_nodule_id: str
     rois: list[Roi]
     characteristics: dict[str, int] = field(default_factory=dict)
+    _codes: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     @property
     def malignancy(self) -> int | None:
@@ -109,6 +110,11 @@ class ReaderMark:
 
     def voxel_codes(self) -> np.ndarray:
         """Packed (z, row, col) codes of the voxels inside the outline (holes removed)."""
+        if self._codes is None:
+            self._codes = self._compute_codes()
+        return self._codes
+
+    def _compute_codes(self) -> np.ndarray:
         inside: dict[int, set[int]] = {}
         holes: dict[int, set[int]] = {}
         for roi in self.rois:
@@ -127,9 +133,6 @@ class ReaderMark:
         for key, values in inside.items():
             codes |= values - holes.get(key, set())
         return np.array(sorted(codes), dtype=np.int64)
-
-    def z_to_uid(self) -> dict[int, str]:
-        return {z_key(r.z_position): r.sop_uid for r in self.rois}
 
 
 @dataclass
@@ -590,6 +593,14 @@ class LIDCDataset(CTDataset):
         _, sessions = self.read(patient_id)
         marks = [m for s in sessions for m in s if not m.is_small]
         z_map, missing = slice_index_map(scan, marks)
+        for mark in marks:
+            _, rows, cols = _decode(mark.voxel_codes())
+            outside = int(((rows >= scan.shape[1]) | (cols >= scan.shape[2])).sum())
+            if outside:
+                self._record(QCFinding(
+                    "annotation_outside_volume", f"{patient_id}: session {mark.session} nodule "
+                    f"{mark.reader_nodule_id}: {outside} outlined pixel(s) lie outside the "
+                    f"{scan.shape[1]}x{scan.shape[2]} image; clipped", "warning", scan.source))
         if missing:
             where = ", ".join(f"{k / _Z_SCALE:.2f}" for k in missing[:5])
             self._record(QCFinding(
@@ -605,27 +616,14 @@ class LIDCDataset(CTDataset):
         z_map = self._placement(patient_id, scan)
         out = {}
         for session, codes in nodule.session_codes().items():
-            out[session] = self._to_mask(patient_id, scan, codes, z_map)
+            out[session] = codes_to_mask(codes, scan.shape, z_map)[0]
         return out
 
     def consensus_mask(self, patient_id: str, scan: CTScan, nodule: LidcNodule) -> np.ndarray:
         """Voxels of one nodule marked by >= ``consensus_fraction`` of its readers."""
         z_map = self._placement(patient_id, scan)
         codes = nodule.consensus_codes(self.consensus_fraction)
-        return self._to_mask(patient_id, scan, codes, z_map)
-
-    def _to_mask(
-        self, patient_id: str, scan: CTScan, codes: np.ndarray, z_map: dict[int, int]
-    ) -> np.ndarray:
-        keys, rows, cols = _decode(codes)
-        outside = (rows >= scan.shape[1]) | (cols >= scan.shape[2])
-        if outside.any():
-            self._record(QCFinding(
-                "annotation_outside_volume", f"{patient_id}: {int(outside.sum())} outlined "
-                f"pixel(s) lie outside the {scan.shape[1]}x{scan.shape[2]} image; clipped",
-                "warning", scan.source))
-        mask, _ = codes_to_mask(codes, scan.shape, z_map)
-        return mask
+        return codes_to_mask(codes, scan.shape, z_map)[0]
 
     def nodule_mask(self, patient_id: str, scan: CTScan) -> np.ndarray | None:
         """Consensus masks of all nodules >= 3 mm: 0 background, k = nodule k (int16)."""
