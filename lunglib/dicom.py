@@ -277,9 +277,11 @@ def _read_header(path: Path, pixels: str) -> _Header | QCFinding:
             "unreadable_file", f"could not be read ({_short(exc)}); skipped", "warning", str(path)
         )
     if "SeriesInstanceUID" not in ds:
-        if "PixelData" in ds:
-            return QCFinding("no_series_uid", "image without SeriesInstanceUID; ignored",
-                             "warning", str(path))
+        sop_class = getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID")
+        if "PixelData" in ds or "Image Storage" in getattr(sop_class, "name", ""):
+            return QCFinding(
+                "unreadable_file", "an image file without SeriesInstanceUID (truncated "
+                "header?); skipped", "warning", str(path))
         return QCFinding("not_dicom", "no DICOM image header; ignored", "info", str(path))
     try:
         return _Header.from_dataset(path, ds)
@@ -653,7 +655,9 @@ def load_scan(
             f"{first.path}: modality is '{modality or 'missing'}', not CT; lunglib reads CT"
         )
     _check_consistent(uid, members)
-    _check_decoder(first)
+    first_by_syntax = {str(_transfer_syntax(h.ds)): h for h in reversed(members)}
+    for h in first_by_syntax.values():
+        _check_decoder(h)
     normal = _normal(first.orientation)
     assert normal is not None  # _check_consistent guarantees a valid orientation
 
