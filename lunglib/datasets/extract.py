@@ -99,8 +99,10 @@ def extract_patient(
     scan: CTScan | None = None,
 ) -> dict[str, list]:
     """Patch-set rows of one patient (lists per field; see the module docstring)."""
-    scan = scan if scan is not None else dataset.load_scan(patient_id)
     rows: dict[str, list] = {}
+    if not dataset.nodules(patient_id):
+        return rows  # nothing outlined: no need to read the CT
+    scan = scan if scan is not None else dataset.load_scan(patient_id)
 
     def add(key: str, value: object) -> None:
         rows.setdefault(key, []).append(value)
