@@ -1,0 +1,156 @@
+"""Segmentation overlap and surface-distance metrics on numpy masks (no TensorFlow).
+
+Conventions for empty masks, chosen so that per-case means stay meaningful:
+
+- ``dice`` and ``iou`` of two empty masks are 1.0 (nothing to find, nothing found); of one empty
+  and one non-empty mask 0.0.
+- ``hausdorff95`` of two empty masks is 0.0; of exactly one empty mask it is ``nan`` (a distance
+  to nothing is undefined), which :func:`summarize` leaves out of the mean and counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(a)
+    b = np.asarray(b)
+    if a.shape != b.shape:
+        raise ValueError(f"masks must have the same shape, got {a.shape} and {b.shape}")
+    return a > 0, b > 0
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice coefficient ``2|A and B| / (|A| + |B|)`` of two masks (nonzero = foreground).
+
+    Returns 1.0 when both masks are empty.
+    """
+    a, b = _pair(a, b)
+    total = a.sum() + b.sum()
+    if total == 0:
+        return 1.0
+    return float(2.0 * np.logical_and(a, b).sum() / total)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    """Intersection over union (Jaccard index) of two masks; 1.0 when both are empty."""
+    a, b = _pair(a, b)
+    union = np.logical_or(a, b).sum()
+    if union == 0:
+        return 1.0
+    return float(np.logical_and(a, b).sum() / union)
+
+
+def _surface(mask: np.ndarray) -> np.ndarray:
+    structure = ndimage.generate_binary_structure(mask.ndim, 1)
+    return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)
+
+
+def hausdorff95(a: np.ndarray, b: np.ndarray, spacing: Sequence[float] | None = None) -> float:
+    """Symmetric 95th-percentile Hausdorff distance between the surfaces of two masks, in mm.
+
+    The surface of a mask is its foreground voxels with a background face-neighbour (or on the
+    array border). Distances from each surface voxel of one mask to the nearest surface voxel of
+    the other come from :func:`scipy.ndimage.distance_transform_edt` with ``sampling=spacing``;
+    the result is the 95th percentile of both directions pooled.
+
+    Parameters
+    ----------
+    a, b : ndarray
+        Masks of the same shape (nonzero = foreground), 2D or 3D.
+    spacing : sequence of float, optional
+        Voxel size per axis in mm, in array axis order. Default 1 per axis (distances in voxels).
+
+    Returns
+    -------
+    float
+        0.0 when both masks are empty, ``nan`` when exactly one is.
+    """
+    a, b = _pair(a, b)
+    if spacing is None:
+        spacing = (1.0,) * a.ndim
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != a.ndim or min(spacing) <= 0:
+        raise ValueError(f"spacing {spacing} must give one positive size per axis of {a.shape}")
+    if not a.any() and not b.any():
+        return 0.0
+    if not a.any() or not b.any():
+        return float("nan")
+    surf_a, surf_b = _surface(a), _surface(b)
+    to_b = ndimage.distance_transform_edt(~surf_b, sampling=spacing)[surf_a]
+    to_a = ndimage.distance_transform_edt(~surf_a, sampling=spacing)[surf_b]
+    return float(np.percentile(np.concatenate([to_b, to_a]), 95))
+
+
+def score_cases(
+    truth: Sequence[np.ndarray] | np.ndarray,
+    pred: Sequence[np.ndarray] | np.ndarray,
+    case_ids: Sequence[str],
+    spacings: Sequence[Sequence[float]] | None = None,
+) -> pd.DataFrame:
+    """Dice, IoU and HD95 for each (truth, prediction) pair.
+
+    Parameters
+    ----------
+    truth, pred : sequence of ndarray
+        Ground-truth and predicted masks, case by case (or stacked along axis 0).
+    case_ids : sequence of str
+        Group key of each case (e.g. a patient id), kept as the ``case_id`` column.
+    spacings : sequence of spacing tuples, optional
+        Voxel size of each case in mm, for ``hd95_mm``; without it HD95 is in voxels.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``case_id, dice, iou, hd95_mm, true_voxels, pred_voxels``; one row per case.
+    """
+    if not len(truth) == len(pred) == len(case_ids):
+        raise ValueError(
+            f"truth ({len(truth)}), pred ({len(pred)}) and case_ids ({len(case_ids)}) "
+            "must have the same length"
+        )
+    if spacings is not None and len(spacings) != len(truth):
+        raise ValueError(f"spacings has {len(spacings)} entries for {len(truth)} cases")
+    rows = []
+    for i, (t, p) in enumerate(zip(truth, pred, strict=True)):
+        spacing = None if spacings is None else spacings[i]
+        rows.append({
+            "case_id": str(case_ids[i]),
+            "dice": dice(t, p),
+            "iou": iou(t, p),
+            "hd95_mm": hausdorff95(t, p, spacing),
+            "true_voxels": int(np.count_nonzero(t)),
+            "pred_voxels": int(np.count_nonzero(p)),
+        })
+    return pd.DataFrame(rows)
+
+
+def summarize(scores: pd.DataFrame, by: str = "case_id") -> pd.DataFrame:
+    """Per-case and per-group means of the metrics from :func:`score_cases`.
+
+    Each group (e.g. patient) is first averaged over its cases, so a patient with many patches
+    does not dominate; ``nan`` HD95 values (one mask empty) are left out of the means and
+    counted in ``hd95_undefined``.
+
+    Returns
+    -------
+    DataFrame
+        Index ``per_case`` and ``per_<by>``; columns ``n, dice, iou, hd95_mm, hd95_undefined``.
+    """
+    missing = {by, "dice", "iou", "hd95_mm"} - set(scores.columns)
+    if missing:
+        raise ValueError(f"scores lacks column(s) {sorted(missing)}; make it with score_cases")
+    metrics = ["dice", "iou", "hd95_mm"]
+    grouped = scores.groupby(by)[metrics].mean()
+    rows = {
+        "per_case": {"n": len(scores), **scores[metrics].mean().to_dict(),
+                     "hd95_undefined": int(scores["hd95_mm"].isna().sum())},
+        f"per_{by}": {"n": len(grouped), **grouped.mean().to_dict(),
+                      "hd95_undefined": int(grouped["hd95_mm"].isna().sum())},
+    }
+    return pd.DataFrame.from_dict(rows, orient="index")

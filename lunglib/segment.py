@@ -1,0 +1,331 @@
+"""Nodule segmentation around a U-Net: training patches, whole-scan inference, candidates.
+
+- :func:`sample_patches` cuts training patches from a volume: positives centred (with jitter) on
+  nodules, negatives centred on random lung voxels.
+- :func:`predict_volume` slides a 2D (per slice) or 3D patch model over the bounding box of the
+  lung mask and averages the overlapping windows into a probability map.
+- :func:`find_candidates` turns a probability map into a table of nodule candidates with
+  volume, equivalent diameter, centroid (voxel and mm) and peak probability.
+
+The model is anything with a Keras-style ``predict(batch, batch_size=..., verbose=0)`` that
+maps ``(n, *patch_shape, 1)`` to probabilities of the same shape; this module imports no
+TensorFlow. Work in one voxel grid throughout: the probability map, masks and geometry given to
+:func:`find_candidates` must all describe the same grid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from skimage import measure
+
+CANDIDATE_COLUMNS = [
+    "candidate", "peak_prob", "mean_prob", "volume_mm3", "diameter_mm", "n_voxels",
+    "centroid_z", "centroid_y", "centroid_x", "x_mm", "y_mm", "z_mm",
+]
+
+
+def _check_shape(patch_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
+    shape = tuple(int(s) for s in patch_shape)
+    if len(shape) != ndim or min(shape) < 1:
+        raise ValueError(
+            f"patch_shape {tuple(patch_shape)} must have {ndim} positive sizes, one per axis of "
+            "the image"
+        )
+    return shape
+
+
+def extract_patch(
+    volume: np.ndarray, centre: Sequence[int], patch_shape: Sequence[int], fill: float = 0
+) -> np.ndarray:
+    """The ``patch_shape`` box of ``volume`` centred on ``centre``, padded with ``fill``.
+
+    The box starts at ``centre - patch_shape // 2`` on each axis; parts outside the volume take
+    the value ``fill``.
+    """
+    shape = _check_shape(patch_shape, volume.ndim)
+    out = np.full(shape, fill, dtype=volume.dtype)
+    src, dst = [], []
+    for c, p, n in zip(centre, shape, volume.shape, strict=True):
+        start = int(c) - p // 2
+        lo, hi = max(start, 0), min(start + p, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out
+
+
+def sample_patches(
+    image: np.ndarray,
+    nodule_mask: np.ndarray,
+    lung_mask: np.ndarray,
+    patch_shape: Sequence[int],
+    n_pos: int,
+    n_neg: int,
+    rng: np.random.Generator | int | None = None,
+    jitter: Sequence[int] | int | None = None,
+    fill: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Training patches of an image and its binary nodule mask.
+
+    Parameters
+    ----------
+    image : ndarray (z, y, x) or (y, x)
+        Model-ready intensities (e.g. :func:`lunglib.preprocess.window` output).
+    nodule_mask : ndarray, same shape
+        Nonzero inside nodules (a label image with k = nodule k works too).
+    lung_mask : ndarray, same shape
+        Nonzero inside the lungs; negative patches are centred on its voxels.
+    patch_shape : sequence of int
+        Patch size per axis of ``image``. For a 2D model on a 3D image, use a depth of 1,
+        e.g. ``(1, 64, 64)``, and squeeze axis 1 of the result.
+    n_pos, n_neg : int
+        Number of positive patches (each centred on a nodule chosen uniformly among the
+        nodules, so small ones count as much as large ones) and negative patches. With no
+        nodule in ``nodule_mask`` no positive patch is made.
+    rng : Generator or int, optional
+        Random source (or seed); the same seed gives the same patches.
+    jitter : int or sequence of int, optional
+        Maximum shift, in voxels per axis, of a positive patch's centre from the nodule's
+        centre (uniform). Default a quarter of the patch size, so the nodule is not always in
+        the middle.
+    fill : float, optional
+        Value outside the image; default ``image.min()``.
+
+    Returns
+    -------
+    images, masks : ndarray
+        ``(n, *patch_shape)`` float32 images and uint8 0/1 masks, positives first. Negative
+        patches may contain part of a nodule by chance; their masks show it.
+    """
+    image = np.asarray(image)
+    if nodule_mask.shape != image.shape or lung_mask.shape != image.shape:
+        raise ValueError(
+            f"image {image.shape}, nodule_mask {nodule_mask.shape} and lung_mask "
+            f"{lung_mask.shape} must have the same shape"
+        )
+    shape = _check_shape(patch_shape, image.ndim)
+    if n_pos < 0 or n_neg < 0:
+        raise ValueError(f"n_pos and n_neg must be >= 0, got {n_pos} and {n_neg}")
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    if jitter is None:
+        jitter = tuple(p // 4 for p in shape)
+    jitter = np.broadcast_to(np.asarray(jitter, dtype=int), (image.ndim,))
+    fill = float(image.min()) if fill is None else fill
+    binary = (np.asarray(nodule_mask) > 0).astype(np.uint8)
+
+    centres: list[np.ndarray] = []
+    labels, n_nodules = ndimage.label(binary)
+    if n_nodules and n_pos:
+        nodule_centres = np.round(
+            ndimage.center_of_mass(binary, labels, range(1, n_nodules + 1))
+        ).astype(int)
+        for k in rng.integers(0, n_nodules, size=n_pos):
+            centres.append(nodule_centres[k] + rng.integers(-jitter, jitter + 1))
+    if n_neg:
+        lung_voxels = np.argwhere(np.asarray(lung_mask) > 0)
+        if len(lung_voxels) == 0:
+            raise ValueError("lung_mask is empty: no voxel to centre a negative patch on")
+        centres.extend(lung_voxels[rng.integers(0, len(lung_voxels), size=n_neg)])
+
+    images = np.empty((len(centres), *shape), dtype=np.float32)
+    masks = np.empty((len(centres), *shape), dtype=np.uint8)
+    for i, centre in enumerate(centres):
+        images[i] = extract_patch(image, centre, shape, fill)
+        masks[i] = extract_patch(binary, centre, shape, 0)
+    return images, masks
+
+
+def _starts(length: int, size: int, stride: int) -> list[int]:
+    if length <= size:
+        return [0]
+    starts = list(range(0, length - size + 1, stride))
+    if starts[-1] != length - size:
+        starts.append(length - size)
+    return starts
+
+
+def lung_box(
+    lung_mask: np.ndarray | None, shape: Sequence[int], margin: Sequence[int] | int = 0
+) -> tuple[slice, ...]:
+    """Bounding box of the lung mask grown by ``margin`` voxels per axis (whole array if None)."""
+    if lung_mask is None:
+        return tuple(slice(0, n) for n in shape)
+    if tuple(lung_mask.shape) != tuple(shape):
+        raise ValueError(f"lung_mask shape {lung_mask.shape} differs from image shape {shape}")
+    found = np.argwhere(lung_mask > 0)
+    if len(found) == 0:
+        raise ValueError("lung_mask is empty; pass lung_mask=None to search the whole volume")
+    margin = np.broadcast_to(np.asarray(margin, dtype=int), (len(shape),))
+    lo = np.maximum(found.min(axis=0) - margin, 0)
+    hi = np.minimum(found.max(axis=0) + 1 + margin, shape)
+    return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def predict_volume(
+    model,
+    image: np.ndarray,
+    lung_mask: np.ndarray | None,
+    patch_shape: Sequence[int],
+    stride: Sequence[int] | int | None = None,
+    batch_size: int = 16,
+    margin: Sequence[int] | int = 2,
+    fill: float | None = None,
+) -> np.ndarray:
+    """Nodule probability for every voxel, by a sliding window over the lungs' bounding box.
+
+    Parameters
+    ----------
+    model : keras.Model or any object with ``predict(x, batch_size=, verbose=)``
+        A 2D model (input ``(h, w, 1)``) is run slice by slice; a 3D model (input
+        ``(d, h, w, 1)``) on 3D windows.
+    image : ndarray (z, y, x)
+        Model-ready intensities, the same preprocessing as the training patches.
+    lung_mask : ndarray (z, y, x) or None
+        Only the bounding box of its nonzero voxels (grown by ``margin``) is searched; voxels
+        outside keep probability 0. ``None`` searches the whole volume.
+    patch_shape : sequence of int
+        The model's spatial input: ``(h, w)`` for 2D, ``(d, h, w)`` for 3D.
+    stride : int or sequence of int, optional
+        Window step per axis; default half the patch (50 % overlap). Overlapping windows are
+        averaged.
+    batch_size : int, default 16
+    margin : int or sequence of int, default 2
+        Voxels added around the lung box, so nodules on the pleura are not cut off.
+    fill : float, optional
+        Value to pad with where the box is smaller than a patch; default ``image.min()``.
+
+    Returns
+    -------
+    ndarray of float32, shape of ``image``
+    """
+    image = np.asarray(image, dtype=np.float32)
+    if image.ndim != 3:
+        raise ValueError(f"image must be a (z, y, x) volume, got shape {image.shape}")
+    patch = tuple(int(s) for s in patch_shape)
+    if len(patch) == 2:
+        window = (1, *patch)
+    elif len(patch) == 3:
+        window = patch
+    else:
+        raise ValueError(f"patch_shape {patch_shape} must be (h, w) for 2D or (d, h, w) for 3D")
+    if stride is None:
+        stride = tuple(max(1, s // 2) for s in patch)
+    stride = tuple(int(s) for s in np.broadcast_to(np.asarray(stride), (len(patch),)))
+    if len(patch) == 2:
+        stride = (1, *stride)
+    if min(stride) < 1:
+        raise ValueError(f"stride must be >= 1 on every axis, got {stride}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    fill = float(image.min()) if fill is None else fill
+
+    box = lung_box(lung_mask, image.shape, margin if len(patch) == 3 else (0, margin, margin))
+    region = image[box]
+    pad = [(0, max(0, w - n)) for w, n in zip(window, region.shape, strict=True)]
+    region = np.pad(region, pad, mode="constant", constant_values=fill)
+    corners = [
+        (z, y, x)
+        for z in _starts(region.shape[0], window[0], stride[0])
+        for y in _starts(region.shape[1], window[1], stride[1])
+        for x in _starts(region.shape[2], window[2], stride[2])
+    ]
+    total = np.zeros(region.shape, dtype=np.float32)
+    count = np.zeros(region.shape, dtype=np.float32)
+    for first in range(0, len(corners), batch_size):
+        chunk = corners[first:first + batch_size]
+        batch = np.stack([
+            region[z:z + window[0], y:y + window[1], x:x + window[2]] for z, y, x in chunk
+        ])
+        if len(patch) == 2:
+            batch = batch[:, 0]
+        prob = np.asarray(model.predict(batch[..., None], batch_size=batch_size, verbose=0))
+        prob = prob.reshape(len(chunk), *window)
+        for (z, y, x), p in zip(chunk, prob, strict=True):
+            total[z:z + window[0], y:y + window[1], x:x + window[2]] += p
+            count[z:z + window[0], y:y + window[1], x:x + window[2]] += 1
+    averaged = total / np.maximum(count, 1)
+    out = np.zeros(image.shape, dtype=np.float32)
+    out[box] = averaged[tuple(slice(0, n) for n in image[box].shape)]
+    return out
+
+
+def find_candidates(
+    prob: np.ndarray,
+    spacing: Sequence[float] | None = None,
+    scan=None,
+    threshold: float = 0.5,
+    min_volume_mm3: float = 0.0,
+    connectivity: int = 3,
+) -> pd.DataFrame:
+    """Nodule candidates: connected components of ``prob > threshold``, most probable first.
+
+    Parameters
+    ----------
+    prob : ndarray (z, y, x)
+        Probability map (or a binary mask, whose peak probability is then 1).
+    spacing : sequence of float, optional
+        Voxel size (z, y, x) in mm. Taken from ``scan`` when omitted.
+    scan : CTScan, optional
+        Any object with ``spacing`` and ``voxel_to_world(zyx) -> xyz`` describing the grid of
+        ``prob`` (e.g. :class:`lunglib.CTScan`); gives the centroid in patient mm (LPS).
+        Without it ``x_mm, y_mm, z_mm`` are ``centroid * spacing`` from voxel (0, 0, 0).
+    threshold : float, default 0.5
+        Voxels with ``prob > threshold`` are foreground.
+    min_volume_mm3 : float, default 0
+        Drop candidates smaller than this.
+    connectivity : {1, 2, 3}, default 3
+        Neighbourhood for :func:`scipy.ndimage.label`: 1 = faces, 3 = faces, edges and corners.
+
+    Returns
+    -------
+    DataFrame
+        One row per candidate, sorted by ``peak_prob`` (then volume) descending, with columns
+        ``candidate`` (1 = most probable), ``peak_prob``, ``mean_prob``, ``volume_mm3`` (voxel
+        count x voxel volume), ``diameter_mm`` (diameter of the sphere of that volume),
+        ``n_voxels``, ``centroid_z/y/x`` (voxel index) and ``x_mm, y_mm, z_mm``.
+    """
+    prob = np.asarray(prob, dtype=np.float32)
+    if prob.ndim != 3:
+        raise ValueError(f"prob must be a (z, y, x) volume, got shape {prob.shape}")
+    if spacing is None:
+        if scan is None:
+            raise ValueError("give the voxel spacing (z, y, x mm) or a scan with its geometry")
+        spacing = scan.spacing
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing {spacing} must be three positive sizes (z, y, x) in mm")
+    if connectivity not in (1, 2, 3):
+        raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
+    voxel_mm3 = float(np.prod(spacing))
+    structure = ndimage.generate_binary_structure(3, connectivity)
+    labels, _ = ndimage.label(prob > threshold, structure=structure)
+    rows = []
+    for region in measure.regionprops(labels, intensity_image=prob):
+        volume = region.num_pixels * voxel_mm3
+        if volume < min_volume_mm3:
+            continue
+        zyx = np.asarray(region.centroid)
+        if scan is not None:
+            xyz = np.asarray(scan.voxel_to_world(zyx))
+        else:
+            xyz = (zyx * spacing)[::-1]
+        rows.append({
+            "peak_prob": float(region.intensity_max),
+            "mean_prob": float(region.intensity_mean),
+            "volume_mm3": volume,
+            "diameter_mm": float(np.cbrt(6.0 * volume / np.pi)),
+            "n_voxels": int(region.num_pixels),
+            "centroid_z": float(zyx[0]), "centroid_y": float(zyx[1]),
+            "centroid_x": float(zyx[2]),
+            "x_mm": float(xyz[0]), "y_mm": float(xyz[1]), "z_mm": float(xyz[2]),
+        })
+    table = pd.DataFrame(rows, columns=CANDIDATE_COLUMNS[1:])
+    table = table.sort_values(["peak_prob", "volume_mm3"], ascending=False, ignore_index=True)
+    table.insert(0, "candidate", np.arange(1, len(table) + 1))
+    return table

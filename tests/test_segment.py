@@ -1,0 +1,204 @@
+"""Segmentation metrics, training patches, sliding-window inference and nodule candidates."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import ndimage
+
+from lunglib.seg_metrics import dice, hausdorff95, iou, score_cases, summarize
+from lunglib.segment import extract_patch, find_candidates, predict_volume, sample_patches
+
+
+def sphere(shape, centre_zyx, radius_mm, spacing) -> np.ndarray:
+    """Voxels whose centres lie within ``radius_mm`` of ``centre_zyx`` (voxel index)."""
+    grids = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    dist2 = sum(((g - c) * s) ** 2 for g, c, s in zip(grids, centre_zyx, spacing, strict=True))
+    return dist2 <= radius_mm**2
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+
+
+def test_dice_and_iou_of_identical_disjoint_and_half_overlapping_masks():
+    a = np.zeros((10, 10), bool)
+    a[2:6, 2:6] = True
+    b = np.zeros_like(a)
+    b[6:9, 6:9] = True
+    assert dice(a, a) == 1.0 and iou(a, a) == 1.0
+    assert dice(a, b) == 0.0 and iou(a, b) == 0.0
+    c = np.zeros_like(a)
+    c[2:6, 4:8] = True  # 8 of 16 voxels shared
+    assert dice(a, c) == pytest.approx(2 * 8 / 32)
+    assert iou(a, c) == pytest.approx(8 / 24)
+
+
+def test_empty_masks_follow_the_documented_convention():
+    empty = np.zeros((5, 5))
+    full = np.ones((5, 5))
+    assert dice(empty, empty) == 1.0 and iou(empty, empty) == 1.0
+    assert dice(empty, full) == 0.0
+    assert hausdorff95(empty, empty) == 0.0
+    assert np.isnan(hausdorff95(empty, full))
+    with pytest.raises(ValueError, match="same shape"):
+        dice(np.zeros((3, 3)), np.zeros((3, 4)))
+
+
+def test_hausdorff95_is_the_shift_in_mm_along_the_shifted_axis():
+    spacing = (2.5, 0.7, 0.7)
+    a = sphere((30, 60, 60), (15, 30, 30), 8.0, spacing)
+    b = np.roll(a, 3, axis=0)  # shifted by 3 slices = 7.5 mm
+    assert hausdorff95(a, a, spacing) == 0.0
+    hd = hausdorff95(a, b, spacing)
+    assert 2.5 < hd <= 7.5 + 1e-6
+    # the same shift in-plane is 3 x 0.7 mm
+    assert hausdorff95(a, np.roll(a, 3, axis=2), spacing) <= 2.1 + 1e-6
+
+
+def test_summary_averages_patients_before_the_cohort():
+    t = np.zeros((3, 4, 4), bool)
+    t[:, 1:3, 1:3] = True
+    p = t.copy()
+    p[2] = False  # patient B's second case missed entirely
+    scores = score_cases(t, p, ["A", "B", "B"])
+    table = summarize(scores)
+    assert table.loc["per_case", "dice"] == pytest.approx(2 / 3)
+    assert table.loc["per_case_id", "dice"] == pytest.approx((1.0 + 0.5) / 2)
+    assert table.loc["per_case", "hd95_undefined"] == 1
+
+
+# --------------------------------------------------------------------------------------------
+# Candidates
+
+
+@pytest.mark.parametrize("radius_mm", [5.0, 9.0])
+def test_candidate_volume_and_diameter_of_a_sphere_at_anisotropic_spacing(radius_mm):
+    spacing = (1.25, 0.6, 0.6)
+    shape = (40, 64, 64)
+    ball = sphere(shape, (20, 31.5, 30), radius_mm, spacing)
+    prob = np.where(ball, 0.9, 0.05).astype(np.float32)
+    table = find_candidates(prob, spacing)
+    assert len(table) == 1
+    row = table.iloc[0]
+    assert row["volume_mm3"] == pytest.approx(4 / 3 * np.pi * radius_mm**3, rel=0.04)
+    assert abs(row["diameter_mm"] - 2 * radius_mm) < max(spacing)
+    assert (row["centroid_z"], row["centroid_y"], row["centroid_x"]) == pytest.approx(
+        (20, 31.5, 30), abs=0.05)
+    assert row["peak_prob"] == pytest.approx(0.9)
+
+
+class _Geometry:
+    """A scan-like grid: origin and a flipped x axis, as in a feet-first series."""
+
+    spacing = (2.0, 0.5, 0.5)
+    origin = np.array([100.0, -50.0, -300.0])
+    direction = np.diag([-1.0, 1.0, 1.0])
+
+    def voxel_to_world(self, zyx):
+        ijk = np.asarray(zyx, float)[::-1]
+        return self.origin + (self.direction * np.asarray(self.spacing[::-1])) @ ijk
+
+
+def test_candidates_are_sorted_by_probability_with_world_centroids():
+    geometry = _Geometry()
+    prob = np.zeros((20, 40, 40), np.float32)
+    prob[sphere(prob.shape, (5, 10, 10), 3.0, geometry.spacing)] = 0.6
+    prob[sphere(prob.shape, (14, 30, 28), 4.0, geometry.spacing)] = 0.95
+    prob[10, 20, 20] = 0.7  # a one-voxel speck, dropped by the size filter
+    table = find_candidates(prob, scan=geometry, min_volume_mm3=1.0)
+    assert list(table["candidate"]) == [1, 2]
+    assert list(table["peak_prob"]) == pytest.approx([0.95, 0.6])
+    first = table.iloc[0]
+    assert (first["x_mm"], first["y_mm"], first["z_mm"]) == pytest.approx(
+        (100.0 - 28 * 0.5, -50.0 + 30 * 0.5, -300.0 + 14 * 2.0), abs=1e-6)
+    assert len(find_candidates(prob, scan=geometry)) == 3
+    assert find_candidates(np.zeros((4, 4, 4)), (1, 1, 1)).empty
+    with pytest.raises(ValueError, match="spacing"):
+        find_candidates(prob)
+
+
+# --------------------------------------------------------------------------------------------
+# Patches and inference
+
+
+def test_extract_patch_pads_outside_the_volume():
+    volume = np.arange(5 * 6, dtype=float).reshape(5, 6)
+    patch = extract_patch(volume, (0, 5), (3, 4), fill=-1)
+    assert patch.shape == (3, 4)
+    assert np.all(patch[0] == -1)  # row -1 does not exist
+    assert np.array_equal(patch[1:, :3], volume[0:2, 3:6])
+    assert np.all(patch[:, 3] == -1)
+
+
+def test_sample_patches_centres_positives_on_nodules_and_negatives_in_lung():
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(30, 60, 60)).astype(np.float32)
+    nodules = np.zeros(image.shape, np.int16)
+    nodules[sphere(image.shape, (10, 15, 15), 3, (1, 1, 1))] = 1
+    nodules[sphere(image.shape, (20, 45, 40), 2, (1, 1, 1))] = 2
+    lung = np.zeros(image.shape, np.uint8)
+    lung[5:25, 5:55, 5:30] = 1
+    images, masks = sample_patches(image, nodules, lung, (8, 16, 16), n_pos=20, n_neg=10,
+                                   rng=1, jitter=(1, 2, 2))
+    assert images.shape == masks.shape == (30, 8, 16, 16)
+    assert set(np.unique(masks)) <= {0, 1}
+    # the jitter keeps every nodule's centre inside its positive patch
+    assert all(m[4 - 1:4 + 2, 8 - 2:8 + 3, 8 - 2:8 + 3].any() for m in masks[:20])
+    # negatives lie in the lung box, far from the second nodule
+    assert masks[20:].sum() < masks[:20].sum()
+    again = sample_patches(image, nodules, lung, (8, 16, 16), 20, 10, rng=1, jitter=(1, 2, 2))
+    assert np.array_equal(again[0], images)
+    with pytest.raises(ValueError, match="patch_shape"):
+        sample_patches(image, nodules, lung, (16, 16), 1, 1)
+    with pytest.raises(ValueError, match="lung_mask is empty"):
+        sample_patches(image, nodules, np.zeros_like(lung), (8, 16, 16), 1, 1)
+
+
+class _VoxelwiseModel:
+    """A fixed voxelwise function (sigmoid of the input), so every window agrees at a voxel."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def predict(self, batch, batch_size=16, verbose=0):
+        self.calls += 1
+        return 1.0 / (1.0 + np.exp(-batch))
+
+
+@pytest.mark.parametrize("patch_shape", [(16, 16), (8, 16, 16)])
+def test_sliding_window_covers_the_lung_box_and_nothing_else(patch_shape):
+    rng = np.random.default_rng(3)
+    image = rng.normal(size=(20, 50, 45)).astype(np.float32)
+    lung = np.zeros(image.shape, np.uint8)
+    lung[3:15, 10:41, 5:30] = 1
+    model = _VoxelwiseModel()
+    prob = predict_volume(model, image, lung, patch_shape, batch_size=7, margin=2)
+    expected = 1.0 / (1.0 + np.exp(-image))
+    box = (slice(1, 17), slice(8, 43), slice(3, 32)) if len(patch_shape) == 3 else (
+        slice(3, 15), slice(8, 43), slice(3, 32))
+    inside = np.zeros(image.shape, bool)
+    inside[box] = True
+    np.testing.assert_allclose(prob[inside], expected[inside], rtol=1e-5)
+    assert np.all(prob[~inside] == 0)
+    assert model.calls > 1
+
+
+def test_sliding_window_pads_a_box_smaller_than_the_patch():
+    image = np.full((4, 10, 10), 2.0, np.float32)
+    prob = predict_volume(_VoxelwiseModel(), image, None, (8, 16, 16))
+    np.testing.assert_allclose(prob, 1.0 / (1.0 + np.exp(-2.0)), rtol=1e-6)
+    with pytest.raises(ValueError, match="patch_shape"):
+        predict_volume(_VoxelwiseModel(), image, None, (16,))
+
+
+def test_candidates_recover_a_nodule_found_by_the_sliding_window():
+    """End to end without a network: a bright ball through predict_volume and find_candidates."""
+    spacing = (1.5, 0.8, 0.8)
+    ball = sphere((24, 48, 48), (12, 20, 26), 6.0, spacing)
+    image = np.where(ball, 6.0, -6.0).astype(np.float32)
+    prob = predict_volume(_VoxelwiseModel(), image, ndimage.binary_dilation(ball, iterations=5),
+                          (8, 16, 16))
+    table = find_candidates(prob, spacing)
+    assert len(table) == 1
+    assert table.loc[0, "volume_mm3"] == pytest.approx(ball.sum() * np.prod(spacing))
