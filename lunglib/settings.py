@@ -3,20 +3,24 @@
 The original project proposal kept its settings as attributes of one object; lunglib keeps the
 same five, with the same meaning, in the :class:`Settings` dataclass:
 
-=====================  ===========================  ==================================================
-proposal               lunglib                      meaning
-=====================  ===========================  ==================================================
-``self.size``          ``Settings.size``            in-plane pixels of the model input (size x size)
-``self.NoSlices``      ``Settings.n_slices``        slices per volume after preprocessing
-``self.dataDirectory`` ``Settings.data_dir``        folder with one sub-folder of DICOM per patient
-``self.labels``        ``Settings.labels``          labels CSV (an id and a label column) or a mapping
-``Visualize``          ``Settings.visualize``       draw figures while running
-=====================  ===========================  ==================================================
+======================  ==============  ==================================================
+proposal                ``Settings.``   meaning
+======================  ==============  ==================================================
+``self.size``           ``size``        in-plane pixels of the model input (size x size)
+``self.NoSlices``       ``n_slices``    slices per volume after preprocessing
+``self.dataDirectory``  ``data_dir``    folder with one sub-folder of DICOM per patient
+``self.labels``         ``labels``      labels CSV (an id and a label column) or a mapping
+``Visualize``           ``visualize``   draw figures while running
+======================  ==============  ==================================================
 
 plus ``seed`` (every random choice) and ``cache_dir`` (where prepared volumes are kept).
 
-Values come from keyword arguments, from ``LUNGLIB_*`` environment variables
-(``LUNGLIB_SIZE=96``), or from a papermill parameters dict (:meth:`Settings.from_params`).
+Values come from keyword arguments, from ``LUNGLIB_<NAME>`` environment variables
+(``LUNGLIB_SIZE=96``, ``LUNGLIB_N_SLICES``, ``LUNGLIB_DATA_DIR``, ``LUNGLIB_LABELS``,
+``LUNGLIB_VISUALIZE``, ``LUNGLIB_SEED``, ``LUNGLIB_CACHE_DIR``; :meth:`Settings.from_env`), or
+from a papermill parameters dict (:meth:`Settings.from_params`, which ignores the notebook's
+other parameters). Every value is checked when the settings are made: a bad one raises a
+``ValueError`` that names it and says what is expected.
 """
 
 from __future__ import annotations
@@ -63,12 +67,12 @@ def read_labels(path: str | os.PathLike) -> dict[str, str]:
     Raises
     ------
     ValueError
-        When the file is missing, or lacks an id or a label column, or repeats an id.
+        When the file is missing or empty, lacks an id or a label column, or repeats an id.
     """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"labels file {path} does not exist")
-    with path.open(newline="") as handle:
+    with path.open(newline="", encoding="utf-8-sig") as handle:  # -sig: Excel's BOM
         reader = csv.DictReader(handle)
         columns = _label_columns(reader.fieldnames or [])
         if columns is None:
@@ -85,6 +89,8 @@ def read_labels(path: str | os.PathLike) -> dict[str, str]:
             if key in labels:
                 raise ValueError(f"labels file {path}, line {line}: id {key!r} appears twice")
             labels[key] = (row.get(label_col) or "").strip()
+    if not labels:
+        raise ValueError(f"labels file {path}: has a header but no rows")
     return labels
 
 
@@ -100,6 +106,8 @@ def _coerce_bool(name: str, value: object) -> bool:
 
 
 def _coerce_int(name: str, value: object) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
     try:
         number = int(str(value)) if not isinstance(value, int) else value
     except ValueError:
@@ -202,8 +210,16 @@ class Settings:
             key = f"LUNGLIB_{f.name.upper()}"
             if key in environ:
                 values[f.name] = environ[key]
+        from_environment = dict(values)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            used = {k: v for k, v in from_environment.items() if k not in overrides}
+            if not used:
+                raise
+            where = ", ".join(f"LUNGLIB_{k.upper()}={v!r}" for k, v in used.items())
+            raise ValueError(f"{exc} (environment: {where})") from None
 
     @classmethod
     def from_params(cls, params: Mapping[str, object], use_env: bool = True) -> Settings:
