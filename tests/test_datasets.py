@@ -180,8 +180,10 @@ def test_lidc_outline_outside_the_image_is_clipped_and_recorded(lidc_copy):
 
 
 def test_lidc_extractor_matches_the_shared_patch_set(lidc, dev_patches, tmp_path):
-    arrays, findings = extract_lidc_patches(lidc["ds"], [LIDC_PID])
-    assert not [f for f in findings if f.severity == "error"]
+    arrays, findings = extract_lidc_patches(lidc["ds"], [LIDC_PID, "LIDC-IDRI-9999"])
+    errors = [f for f in findings if f.severity == "error"]
+    assert [f.code for f in errors] == ["patient_skipped"] and "LIDC-IDRI-9999" in str(errors[0])
+    assert set(arrays["patient_id"]) == {LIDC_PID}
     large_id = f"{LIDC_PID}_n{lidc['large'].index:04d}"
     mine = arrays["nodule_id"] == large_id
     shared_by_reader = dev_patches["malignancy_by_reader"][0]
