@@ -1,0 +1,228 @@
+"""Preprocessing: resampling geometry, lung segmentation on real and synthetic CT, prepare()."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from lunglib.dicom import CTScan, load_scan
+from lunglib.preprocess import (
+    PrepareOptions,
+    fit_zero_center,
+    lung_volume_ml,
+    prepare,
+    resample_isotropic,
+    segment_lungs,
+    shrink_to,
+    window,
+    zero_center,
+)
+from lunglib.settings import Settings
+
+
+def _scan(hu: np.ndarray, spacing=(2.0, 1.0, 1.0), direction=None, origin=(0.0, 0.0, 0.0)):
+    return CTScan(hu=hu, spacing=spacing, origin=origin,
+                  direction=np.eye(3) if direction is None else direction,
+                  series_uid="1.2.3", patient_key="pt-test")
+
+
+@pytest.fixture(scope="module")
+def synthetic_cohort(tmp_path_factory):
+    from lunglib.synthetic import write_cohort
+
+    return write_cohort(tmp_path_factory.mktemp("synth"), n_patients=2, seed=3, workers=1,
+                        progress=False)
+
+
+@pytest.fixture(scope="module")
+def lidc(lidc_case_dir):
+    """The real LIDC-IDRI-0001 scan and its lung mask, segmented on a 2x in-plane copy."""
+    scan = load_scan(lidc_case_dir)
+    small = shrink_to(scan.to_sitk(), 1.4)
+    hu = sitk.GetArrayFromImage(small)
+    spacing = tuple(small.GetSpacing()[::-1])
+    return scan, hu, spacing, segment_lungs(hu, spacing, scan.direction)
+
+
+def test_resample_isotropic_preserves_physical_extent_and_position():
+    spacing = (2.5, 0.7, 0.9)
+    hu = np.full((40, 120, 100), -1000, np.int16)
+    zz, yy, xx = np.indices(hu.shape)
+    centre_mm = np.array([50.0, 40.0, 45.0])  # (z, y, x) mm from the first voxel centre
+    dist = np.sqrt(sum((g * s - c) ** 2 for g, s, c in zip((zz, yy, xx), spacing, centre_mm,
+                                                            strict=True)))
+    hu[dist < 12.0] = 100
+    out, out_spacing = resample_isotropic(hu, spacing, 1.0)
+    extent_in = np.asarray(hu.shape) * spacing
+    extent_out = np.asarray(out.shape) * out_spacing
+    np.testing.assert_allclose(extent_out, extent_in, rtol=1e-6)
+    assert all(abs(s - 1.0) <= 0.5 / n + 1e-9 for s, n in zip(out_spacing, out.shape, strict=True))
+    # the sphere's centre stays where it was in mm (both grids measured from the volume edge)
+    com_in = (np.asarray(ndimage.center_of_mass(hu > 0)) + 0.5) * spacing
+    com_out = (np.asarray(ndimage.center_of_mass(out > -450)) + 0.5) * out_spacing
+    np.testing.assert_allclose(com_out, com_in, atol=0.5)
+    # and keeps its volume
+    assert (out > -450).sum() * np.prod(out_spacing) == pytest.approx(
+        (hu > 0).sum() * np.prod(spacing), rel=0.05)
+
+
+def test_resample_isotropic_rejects_missing_spacing():
+    with pytest.raises(ValueError, match="spacing"):
+        resample_isotropic(np.zeros((4, 4, 4)))
+
+
+def test_window_maps_the_range_to_unit_interval():
+    hu = np.array([-2000, -1000, -300, 400, 3000])
+    np.testing.assert_allclose(window(hu), [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-6)
+    assert window(hu).dtype == np.float32
+    with pytest.raises(ValueError):
+        window(hu, lo=10, hi=0)
+
+
+def test_zero_center_uses_the_training_volumes_only():
+    train = [np.full((2, 2, 2), 0.2), np.full((2, 2, 2), 0.4)]
+    with pytest.raises(TypeError):
+        fit_zero_center(train)  # the split must be named: train=...
+    mean = fit_zero_center(train=iter(train))
+    assert mean == pytest.approx(0.3)
+    np.testing.assert_allclose(zero_center(np.full((2, 2), 0.5), mean), 0.2, atol=1e-6)
+    with pytest.raises(ValueError, match="no training volumes"):
+        fit_zero_center(train=[])
+
+
+@pytest.mark.slow
+def test_real_lidc_lung_mask_volume_and_both_lungs(lidc):
+    _, hu, spacing, mask = lidc
+    litres = lung_volume_ml(mask, spacing) / 1000.0
+    assert 2.0 <= litres <= 8.0
+    # both lungs: each side of the body's left-right middle holds more than a litre
+    body_x = np.flatnonzero((hu > -300).any(axis=(0, 1)))
+    x_mid = int(round((body_x[0] + body_x[-1]) / 2.0))
+    right, left = mask[:, :, :x_mid], mask[:, :, x_mid:]
+    assert lung_volume_ml(right, spacing) > 1000 and lung_volume_ml(left, spacing) > 1000
+
+
+@pytest.mark.slow
+def test_real_lidc_lung_mask_excludes_the_trachea(lidc):
+    _, hu, spacing, mask = lidc
+    # The trachea, found independently of segment_lungs: in the top slices of the scan
+    # (+z is the head here), the round air pocket (< -900 HU) of 1.5-4 cm2 closest to the
+    # left-right middle of the body.
+    body_x = np.flatnonzero((hu > -300).any(axis=(0, 1)))
+    x_mid = (body_x[0] + body_x[-1]) / 2.0
+    found = 0
+    for z in range(hu.shape[0] - 1, hu.shape[0] - 16, -1):
+        labels, n = ndimage.label(hu[z] < -900)
+        best = None
+        for k in range(1, n + 1):
+            region = labels == k
+            area = region.sum() * spacing[1] * spacing[2]
+            ys, xs = np.nonzero(region)
+            touches = ys.min() == 0 or xs.min() == 0 or ys.max() == hu.shape[1] - 1 \
+                or xs.max() == hu.shape[2] - 1
+            if 150 <= area <= 400 and not touches and abs(xs.mean() - x_mid) < 20:
+                best = region if best is None else best
+        if best is not None:
+            found += 1
+            assert mask[z][best].mean() < 0.05, f"trachea in the lung mask at slice {z}"
+    assert found >= 5, "the trachea should be visible in the top slices of LIDC-IDRI-0001"
+
+
+@pytest.mark.slow
+def test_prepare_real_lidc(lidc):
+    scan = lidc[0]
+    settings = Settings(size=64, n_slices=32)
+    out = prepare(scan, settings)
+    assert out.ok, out.qc
+    assert out.image.shape == out.lung_mask.shape == (32, 64, 64)
+    assert out.image.dtype == np.float32 and 0.0 <= out.image.min() and out.image.max() <= 1.0
+    assert out.lung_mask.dtype == np.uint8
+    assert 2000 <= out.lung_volume_ml <= 8000
+    # the lung mask, resampled to the output grid, keeps its volume
+    assert lung_volume_ml(out.lung_mask, out.spacing) == pytest.approx(out.lung_volume_ml,
+                                                                       rel=0.1)
+    # the square in-plane crop keeps mm per pixel the same in y and x
+    assert out.spacing[1] == pytest.approx(out.spacing[2])
+    # the LIDC nodule (x,y ~ (316, 367), z -125..-105 mm, see ../shared/data/README.md) is inside
+    # the box
+    z_index = scan.world_to_voxel((0.0, 0.0, -115.0))[0]
+    nodule = scan.voxel_to_world((z_index, 367, 316))
+    lo, hi = np.minimum(*out.bbox_mm), np.maximum(*out.bbox_mm)
+    assert np.all(nodule >= lo) and np.all(nodule <= hi)
+    # the box is the lungs' bounding box (plus a 5 mm margin): the mask spans it in z and x
+    zs = np.flatnonzero(out.lung_mask.any(axis=(1, 2)))
+    xs = np.flatnonzero(out.lung_mask.any(axis=(0, 1)))
+    assert zs[-1] - zs[0] >= 32 - 3 and xs[-1] - xs[0] >= 64 - 5
+    # lungs are dark: inside the mask the windowed image is well below the body's soft tissue
+    assert out.image[out.lung_mask > 0].mean() < 0.25 < out.image[out.lung_mask == 0].mean()
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a > 0, b > 0
+    return 2.0 * (a & b).sum() / (a.sum() + b.sum())
+
+
+def test_segment_lungs_matches_synthetic_ground_truth(synthetic_cohort):
+    from lunglib.datasets import SyntheticDataset
+
+    dataset = SyntheticDataset(synthetic_cohort)
+    for pid in dataset.patient_ids():
+        scan = dataset.load_scan(pid)
+        truth = dataset.lung_mask(pid, scan)
+        assert _dice(segment_lungs(scan.hu, scan.spacing, scan.direction), truth) > 0.95
+
+
+def test_prepare_keeps_every_nodule_of_the_synthetic_cohort(synthetic_cohort):
+    from lunglib.datasets import SyntheticDataset
+
+    dataset = SyntheticDataset(synthetic_cohort)
+    for pid in dataset.patient_ids():
+        scan = dataset.load_scan(pid)
+        nodules = dataset.nodule_mask(pid, scan)
+        out = prepare(scan, Settings(size=48, n_slices=24), nodule_mask=nodules)
+        assert out.ok
+        assert out.nodule_mask.shape == (24, 48, 48)
+        assert set(np.unique(out.nodule_mask)) == set(np.unique(nodules).astype(int))
+        # nodules sit in the lungs (after the closing that pulls juxtapleural ones in)
+        inside = out.lung_mask[out.nodule_mask > 0].mean()
+        assert inside > 0.5
+
+
+def test_prepare_does_not_depend_on_slice_order(synthetic_cohort):
+    from lunglib.datasets import SyntheticDataset
+
+    dataset = SyntheticDataset(synthetic_cohort)
+    scan = dataset.load_scan(dataset.patient_ids()[0])
+    # The same anatomy stored feet-first: slices reversed, origin at the other end, z flipped.
+    direction = scan.direction.copy()
+    direction[:, 2] *= -1
+    origin = scan.voxel_to_world((scan.shape[0] - 1, 0, 0))
+    flipped = _scan(scan.hu[::-1].copy(), scan.spacing, direction, tuple(origin))
+    a = prepare(scan, Settings(size=32, n_slices=16))
+    b = prepare(flipped, Settings(size=32, n_slices=16))
+    # the same box in patient space, up to one voxel of the ~2.5 mm segmentation grid
+    np.testing.assert_allclose(np.sort(a.bbox_mm, axis=0), np.sort(b.bbox_mm, axis=0), atol=3.5)
+    assert np.abs(a.image - b.image[::-1]).mean() < 0.02
+    assert _dice(a.lung_mask, b.lung_mask[::-1]) > 0.97
+
+
+def test_prepare_without_lungs_is_a_qc_finding_not_a_crash():
+    hu = np.full((20, 64, 64), -1000, np.int16)
+    yy, xx = np.mgrid[:64, :64]
+    hu[:, (yy - 32) ** 2 + (xx - 32) ** 2 < 25**2] = 20  # a water phantom: no lungs
+    out = prepare(_scan(hu), Settings(size=16, n_slices=8))
+    assert not out.ok
+    assert [f.code for f in out.qc] == ["no_lungs_found"]
+    assert out.image.shape == (8, 16, 16) and out.lung_mask.sum() == 0
+
+
+def test_prepare_validates_its_inputs():
+    with pytest.raises(TypeError, match="CTScan"):
+        prepare(np.zeros((4, 4, 4)))
+    scan = _scan(np.zeros((4, 8, 8), np.int16))
+    with pytest.raises(ValueError, match="voxel grid"):
+        prepare(scan, nodule_mask=np.zeros((4, 8, 7)))
+    with pytest.raises(ValueError, match="window"):
+        PrepareOptions(window=(400, -1000))
