@@ -1,0 +1,171 @@
+"""A plain convolutional classifier for volumes (3D) and slices or patches (2D).
+
+:func:`build_cnn` stacks ``n_conv_layers`` blocks of convolution + ReLU (+ optional batch
+normalisation), each followed by max pooling, then flattens, adds one fully connected ReLU layer
+with dropout and L2, and ends in a sigmoid unit (two classes) or a softmax layer (more classes).
+The number of spatial axes in ``input_shape`` chooses Conv2D/MaxPooling2D or Conv3D/MaxPooling3D,
+so the same call builds the course's 3D volume model and a 2D patch model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import keras
+from keras import layers, regularizers
+
+
+def _as_filters(filters: int | Sequence[int], n_conv_layers: int) -> list[int]:
+    if isinstance(filters, int):
+        if filters < 1:
+            raise ValueError(f"filters must be >= 1, got {filters}")
+        return [filters * 2**i for i in range(n_conv_layers)]
+    filters = [int(f) for f in filters]
+    if len(filters) != n_conv_layers:
+        raise ValueError(
+            f"filters lists {len(filters)} values but n_conv_layers is {n_conv_layers}; give one "
+            "value per convolution layer, or a single int (doubled after every layer)"
+        )
+    if min(filters) < 1:
+        raise ValueError(f"every entry of filters must be >= 1, got {filters}")
+    return filters
+
+
+def max_conv_layers(input_shape: Sequence[int], pool_size: int = 2) -> int:
+    """How many conv + pooling blocks fit: every spatial axis must keep at least one voxel."""
+    smallest = min(int(s) for s in input_shape[:-1])
+    if pool_size < 2:
+        raise ValueError(f"pool_size must be >= 2, got {pool_size}")
+    return int(math.floor(math.log(smallest, pool_size) + 1e-9))
+
+
+def build_cnn(
+    input_shape: Sequence[int],
+    n_conv_layers: int = 3,
+    filters: int | Sequence[int] = 16,
+    kernel_size: int = 3,
+    pool_size: int = 2,
+    dense_units: int = 64,
+    dropout: float = 0.3,
+    l2: float = 1e-4,
+    learning_rate: float = 1e-3,
+    n_classes: int = 2,
+    batch_norm: bool = False,
+    name: str = "cnn",
+) -> keras.Model:
+    """Build and compile a CNN classifier.
+
+    Parameters
+    ----------
+    input_shape
+        Spatial axes then channels: ``(z, y, x, channels)`` for a 3D model, ``(y, x, channels)``
+        for a 2D model, e.g. ``(32, 64, 64, 1)`` or ``(64, 64, 2)``.
+    n_conv_layers
+        Convolution + pooling blocks. At most ``log_pool_size(smallest spatial axis)``.
+    filters
+        Filters of the first convolution layer (doubled after every block), or one value per
+        block.
+    kernel_size, pool_size
+        Edge length of the convolution kernel and of the max-pooling window.
+    dense_units
+        Units of the fully connected layer after ``Flatten``.
+    dropout
+        Dropout rate before the fully connected layer and before the output, in ``[0, 1)``;
+        0 leaves the Dropout layers out.
+    l2
+        L2 penalty on every convolution and dense kernel; 0 leaves it out.
+    learning_rate
+        Adam learning rate.
+    n_classes
+        2 gives one sigmoid unit (binary cross-entropy, AUC and accuracy metrics, reported as
+        ``auc`` and ``accuracy``); more gives a softmax layer (sparse categorical cross-entropy,
+        ``accuracy``).
+    batch_norm
+        Insert BatchNormalization between every convolution and its ReLU.
+    name
+        Model name.
+
+    Returns
+    -------
+    keras.Model
+        Compiled, ready for :func:`lunglib.train.train_model`.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) not in (3, 4):
+        raise ValueError(
+            f"input_shape {input_shape} must be (y, x, channels) for a 2D model or "
+            "(z, y, x, channels) for a 3D model; add a trailing channel axis of 1 for grey images"
+        )
+    if min(input_shape) < 1:
+        raise ValueError(f"input_shape {input_shape} has an empty axis")
+    if n_conv_layers < 1:
+        raise ValueError(f"n_conv_layers must be >= 1, got {n_conv_layers}")
+    if kernel_size < 1:
+        raise ValueError(f"kernel_size must be >= 1, got {kernel_size}")
+    limit = max_conv_layers(input_shape, pool_size)
+    if n_conv_layers > limit:
+        raise ValueError(
+            f"{n_conv_layers} conv + pooling blocks with pool_size {pool_size} shrink the "
+            f"smallest spatial axis of {input_shape[:-1]} below one voxel; use at most "
+            f"n_conv_layers={limit} (or a smaller pool_size / larger input)"
+        )
+    if dense_units < 1:
+        raise ValueError(f"dense_units must be >= 1, got {dense_units}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if l2 < 0:
+        raise ValueError(f"l2 must be >= 0, got {l2}")
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    filter_list = _as_filters(filters, n_conv_layers)
+
+    three_d = len(input_shape) == 4
+    conv = layers.Conv3D if three_d else layers.Conv2D
+    pool = layers.MaxPooling3D if three_d else layers.MaxPooling2D
+    reg = regularizers.L2(l2) if l2 > 0 else None
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for i, n_filters in enumerate(filter_list, start=1):
+        x = conv(
+            n_filters,
+            kernel_size,
+            padding="same",
+            use_bias=not batch_norm,
+            kernel_regularizer=reg,
+            name=f"conv{i}",
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.Activation("relu", name=f"relu{i}")(x)
+        x = pool(pool_size, name=f"pool{i}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="dropout_flat")(x)
+    x = layers.Dense(dense_units, activation="relu", kernel_regularizer=reg, name="dense")(x)
+    if dropout > 0:
+        x = layers.Dropout(dropout, name="dropout_dense")(x)
+
+    optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
+    if n_classes == 2:
+        outputs = layers.Dense(1, activation="sigmoid", kernel_regularizer=reg, name="output")(x)
+        model = keras.Model(inputs, outputs, name=name)
+        model.compile(
+            optimizer=optimizer,
+            loss="binary_crossentropy",
+            metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
+        )
+    else:
+        outputs = layers.Dense(
+            n_classes, activation="softmax", kernel_regularizer=reg, name="output"
+        )(x)
+        model = keras.Model(inputs, outputs, name=name)
+        model.compile(
+            optimizer=optimizer,
+            loss="sparse_categorical_crossentropy",
+            metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
+        )
+    return model

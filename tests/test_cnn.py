@@ -1,0 +1,97 @@
+"""build_cnn: 2D and 3D models, the layers asked for, and clear errors for bad arguments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from lunglib.cnn import build_cnn, max_conv_layers  # noqa: E402
+
+
+def _layers(model, kind):
+    return [layer for layer in model.layers if isinstance(layer, kind)]
+
+
+def test_3d_model_from_volume_shape():
+    model = build_cnn((32, 64, 64, 1), n_conv_layers=3, filters=4, dense_units=8)
+    convs = _layers(model, keras.layers.Conv3D)
+    assert len(convs) == 3
+    assert len(_layers(model, keras.layers.MaxPooling3D)) == 3
+    assert not _layers(model, keras.layers.Conv2D)
+    assert [c.filters for c in convs] == [4, 8, 16]  # an int doubles after every block
+    assert model.output_shape == (None, 1)
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    assert len(_layers(model, keras.layers.Flatten)) == 1
+
+
+def test_2d_model_with_filter_list_and_softmax():
+    model = build_cnn((48, 48, 2), n_conv_layers=2, filters=[6, 10], kernel_size=5, n_classes=3)
+    convs = _layers(model, keras.layers.Conv2D)
+    assert [c.filters for c in convs] == [6, 10]
+    assert all(c.kernel_size == (5, 5) for c in convs)
+    assert model.output_shape == (None, 3)
+    assert model.layers[-1].activation.__name__ == "softmax"
+    probs = model.predict(np.zeros((2, 48, 48, 2), np.float32), verbose=0)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_dropout_and_l2_are_in_the_model():
+    model = build_cnn((16, 16, 1), n_conv_layers=2, filters=4, dropout=0.37, l2=0.01)
+    rates = [layer.rate for layer in _layers(model, keras.layers.Dropout)]
+    assert rates and all(r == pytest.approx(0.37) for r in rates)
+    weighted = _layers(model, keras.layers.Conv2D) + _layers(model, keras.layers.Dense)
+    for layer in weighted:
+        assert layer.kernel_regularizer is not None
+        assert float(layer.kernel_regularizer.l2) == pytest.approx(0.01)
+    # the penalty Keras adds to the loss is l2 * sum of squared kernel weights
+    expected = sum(0.01 * float(np.sum(np.square(layer.kernel.numpy()))) for layer in weighted)
+    assert float(sum(model.losses)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_no_dropout_no_l2_when_zero():
+    model = build_cnn((16, 16, 1), n_conv_layers=2, filters=4, dropout=0.0, l2=0.0)
+    assert not _layers(model, keras.layers.Dropout)
+    assert not model.losses
+
+
+def test_batch_norm_optional():
+    with_bn = build_cnn((16, 16, 1), n_conv_layers=2, filters=4, batch_norm=True)
+    without = build_cnn((16, 16, 1), n_conv_layers=2, filters=4)
+    assert len(_layers(with_bn, keras.layers.BatchNormalization)) == 2
+    assert not _layers(without, keras.layers.BatchNormalization)
+
+
+def test_compiled_with_learning_rate_and_metrics():
+    model = build_cnn((16, 16, 1), n_conv_layers=1, filters=2, learning_rate=3e-4)
+    assert float(model.optimizer.learning_rate) == pytest.approx(3e-4)
+    x = np.random.default_rng(0).normal(size=(8, 16, 16, 1)).astype(np.float32)
+    result = model.evaluate(x, np.array([0, 1] * 4), verbose=0, return_dict=True)
+    assert {"loss", "auc", "accuracy"} <= set(result)
+
+
+def test_too_many_pooling_layers_names_the_maximum():
+    assert max_conv_layers((32, 64, 64, 1), 2) == 5
+    with pytest.raises(ValueError, match="at most n_conv_layers=5"):
+        build_cnn((32, 64, 64, 1), n_conv_layers=6)
+    with pytest.raises(ValueError, match="at most n_conv_layers=2"):
+        build_cnn((9, 9, 1), n_conv_layers=3, pool_size=3)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"input_shape": (64, 64)}, "channel"),
+        ({"filters": [8, 16]}, "one value per convolution layer"),
+        ({"dropout": 1.0}, "dropout"),
+        ({"l2": -1.0}, "l2"),
+        ({"learning_rate": 0.0}, "learning_rate"),
+        ({"n_classes": 1}, "n_classes"),
+        ({"n_conv_layers": 0}, "n_conv_layers"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(kwargs, message):
+    args = {"input_shape": (32, 32, 1), "n_conv_layers": 3, **kwargs}
+    with pytest.raises(ValueError, match=message):
+        build_cnn(**args)
