@@ -57,6 +57,8 @@ NODULE_COLUMNS = (
 
 AIR, FAT, MUSCLE, BLOOD, LIVER = -1000.0, -100.0, 40.0, 40.0, 55.0
 LUNG_SIDES = ("right", "left")  # patient right is -x in DICOM LPS coordinates
+TISSUES = {"air": 0, "fat": 1, "soft_tissue": 2, "blood": 3, "lung": 4, "bone": 5,
+           "vessel": 6, "nodule": 7, "airway": 8, "liver": 9}
 
 
 # --------------------------------------------------------------------------------------------
@@ -167,7 +169,13 @@ class Anatomy:
     lung: np.ndarray  # uint8: 0 outside, 1 right lung, 2 left lung
     cavity: np.ndarray  # bool, thoracic cavity inside the ribs
     body: np.ndarray  # bool
+    tissue: np.ndarray  # uint8, codes of TISSUES
     hilum: dict[str, np.ndarray] = field(default_factory=dict)  # local mm (z, y, x) per side
+
+
+def _paint(hu: np.ndarray, tissue: np.ndarray, mask: np.ndarray, value: float, name: str) -> None:
+    hu[mask] = value
+    tissue[mask] = TISSUES[name]
 
 
 def draw_anatomy(geom: Geometry, rng: np.random.Generator) -> Anatomy:
@@ -183,11 +191,12 @@ def draw_anatomy(geom: Geometry, rng: np.random.Generator) -> Anatomy:
     r_body = np.sqrt((x / a) ** 2 + (y / b) ** 2) * (1 + wobble)
     body = r_body <= 1.0
     hu = np.full(geom.shape, AIR, np.float32)
-    hu[body] = FAT
+    tissue = np.zeros(geom.shape, np.uint8)
+    _paint(hu, tissue, body, FAT, "fat")
     inner_a, inner_b = a - geom.fat, b - geom.fat
     r_inner = np.sqrt((x / inner_a) ** 2 + (y / inner_b) ** 2)
     muscle = (r_inner <= 1.0) & body
-    hu[muscle] = MUSCLE
+    _paint(hu, tissue, muscle, MUSCLE, "soft_tissue")
     wall = float(rng.uniform(14.0, 22.0))  # muscle and ribs
     cav_a, cav_b = inner_a - wall, inner_b - wall
     r_cav = np.sqrt((x / cav_a) ** 2 + ((y + 0.04 * cav_b) / cav_b) ** 2)
@@ -196,12 +205,12 @@ def draw_anatomy(geom: Geometry, rng: np.random.Generator) -> Anatomy:
     ca, cb = geom.body_a - geom.fat - wall, geom.body_b - geom.fat - wall
 
     # Mediastinal fat between the lungs; the lungs are carved out of the cavity below.
-    hu[cavity] = FAT + 20.0
+    _paint(hu, tissue, cavity, FAT + 20.0, "fat")
     # Abdomen below the diaphragm: liver on the right, soft tissue elsewhere.
     dome_h = float(rng.uniform(25.0, 45.0))
-    lung_a = ca * float(rng.uniform(0.44, 0.5))
-    lung_b = cb * float(rng.uniform(0.86, 0.96))
-    centre_x = ca * float(rng.uniform(0.47, 0.53))
+    lung_a = ca * float(rng.uniform(0.5, 0.58))
+    lung_b = cb * float(rng.uniform(0.92, 1.02))
+    centre_x = ca * float(rng.uniform(0.5, 0.56))
     rough = _smooth_field(rng, geom)
     mediastinum = np.abs(x) < float(rng.uniform(10.0, 18.0)) * (1.0 + 0.6 * (y > 0))
     lung = np.zeros(geom.shape, np.uint8)
@@ -228,20 +237,20 @@ def draw_anatomy(geom: Geometry, rng: np.random.Generator) -> Anatomy:
 
     # Heart: an ellipsoid left-anterior, low in the chest; it pushes the left lung aside.
     hz = geom.lung_base + float(rng.uniform(0.12, 0.22)) * height
-    heart_r = np.array([rng.uniform(45, 60), rng.uniform(45, 60), rng.uniform(55, 70)])
+    heart_r = np.array([rng.uniform(42, 55), rng.uniform(40, 52), rng.uniform(50, 64)])
     hy, hx = -0.35 * cb, 0.28 * ca
     heart_f = (((z - hz) / heart_r[0]) ** 2 + ((y - hy) / heart_r[1]) ** 2
                + ((x - hx) / heart_r[2]) ** 2)
     heart = (heart_f <= 1.0) & cavity
     # Pericardial fat rim, then blood pool.
-    hu[(heart_f <= (1.0 + 4.0 / heart_r.min()) ** 2) & cavity] = FAT
-    hu[heart] = BLOOD
+    _paint(hu, tissue, (heart_f <= (1.0 + 4.0 / heart_r.min()) ** 2) & cavity, FAT, "fat")
+    _paint(hu, tissue, heart, BLOOD, "blood")
     # Descending aorta (left-posterior of the spine) and ascending aorta/pulmonary trunk.
     aorta_r = float(rng.uniform(11.0, 15.0))
     aorta = ((y - 0.55 * cb) ** 2 + (x - 0.18 * ca) ** 2 <= aorta_r**2) & cavity
     asc = ((y + 0.2 * cb) ** 2 + (x + 0.05 * ca) ** 2 <= (aorta_r * 1.1) ** 2) & cavity
     asc &= (z > hz) & (z < geom.lung_base + 0.75 * height)
-    hu[aorta | asc] = BLOOD + 5.0
+    _paint(hu, tissue, aorta | asc, BLOOD + 5.0, "blood")
     # Trachea down the midline, splitting into two main bronchi at the carina.
     carina = geom.lung_base + 0.62 * height
     trachea_r = float(rng.uniform(7.0, 10.0))
@@ -254,8 +263,8 @@ def draw_anatomy(geom: Geometry, rng: np.random.Generator) -> Anatomy:
     d2 = np.where(z > carina, ((y - ty) ** 2 + x**2) / trachea_r**2, d2)
     airway = (d2 <= 1.0) & cavity
     airway_wall = (d2 <= (1.0 + 3.0 / trachea_r) ** 2) & cavity
-    hu[airway_wall & ~heart] = MUSCLE - 10.0
-    hu[airway] = AIR
+    _paint(hu, tissue, airway_wall & ~heart, MUSCLE - 10.0, "soft_tissue")
+    _paint(hu, tissue, airway, AIR, "airway")
     lung[heart | aorta | asc | airway_wall] = 0
     # Keep the largest piece of each lung (the carving can leave crumbs).
     for value in (1, 2):
@@ -265,14 +274,15 @@ def draw_anatomy(geom: Geometry, rng: np.random.Generator) -> Anatomy:
             lung[(labels > 0) & (labels != 1 + int(np.argmax(sizes)))] = 0
     # Upper abdomen under the diaphragm (liver dome on the right).
     belly = cavity & (lung == 0) & (z < geom.lung_base + dome_h) & ~heart
-    hu[belly & (x < 0.3 * ca)] = LIVER
-    hu[belly & (x >= 0.3 * ca)] = MUSCLE
+    _paint(hu, tissue, belly & (x < 0.3 * ca), LIVER, "liver")
+    _paint(hu, tissue, belly & (x >= 0.3 * ca), MUSCLE, "soft_tissue")
     # Lung parenchyma: about -850 HU, denser towards the back (gravity-dependent).
     parenchyma = float(rng.uniform(-875.0, -830.0))
     gradient = float(rng.uniform(20.0, 45.0)) * (y / geom.body_b)
     lung_hu = parenchyma + gradient + 8.0 * rough
     hu = np.where(lung > 0, lung_hu, hu).astype(np.float32)
-    return Anatomy(hu=hu, lung=lung, cavity=cavity, body=body, hilum=hilum)
+    tissue[lung > 0] = TISSUES["lung"]
+    return Anatomy(hu=hu, lung=lung, cavity=cavity, body=body, tissue=tissue, hilum=hilum)
 
 
 def _segment_fraction(
@@ -426,7 +436,8 @@ def draw_bones(geom: Geometry, anatomy: Anatomy, rng: np.random.Generator) -> np
     value = np.where(rib_cortex, float(rng.uniform(600.0, 850.0)), value)
     value = np.where(rib & ~rib_cortex, float(rng.uniform(300.0, 400.0)), value)
     value = np.where(sternum, float(rng.uniform(350.0, 500.0)), value)
-    hu[bone] = value[bone] if value.shape == hu.shape else np.broadcast_to(value, hu.shape)[bone]
+    hu[bone] = np.broadcast_to(value, hu.shape)[bone]
+    anatomy.tissue[bone] = TISSUES["bone"]
     anatomy.lung[bone] = 0
     return bone
 
@@ -746,6 +757,7 @@ class Phantom:
     lung_mask: np.ndarray  # uint8 0/1
     nodule_labels: np.ndarray  # int16
     nodules: list[Nodule]
+    tissue: np.ndarray  # uint8 codes of TISSUES (not written to disk)
 
 
 def make_patient(spec: PatientSpec) -> Phantom:
@@ -762,6 +774,7 @@ def make_patient(spec: PatientSpec) -> Phantom:
     draw_bones(geom, anatomy, anatomy_rng)
     vessels = grow_vessel_tree(geom, anatomy.lung, anatomy.hilum, anatomy_rng)
     anatomy.hu += vessels * (BLOOD - anatomy.hu)
+    anatomy.tissue[vessels >= 0.5] = TISSUES["vessel"]
     labels, nodules = place_nodules(geom, anatomy, vessels, nodule_rng, bool(spec.cancer),
                                     spec.difficulty)
     ranges = NoduleRanges.from_difficulty(spec.difficulty)
@@ -772,8 +785,9 @@ def make_patient(spec: PatientSpec) -> Phantom:
         n.mean_hu = round(float(values.mean()), 1) if values.size else float("nan")
         n.volume_mm3 = round(float(values.size * np.prod(geom.spacing)), 1)
     lung_mask = ((anatomy.lung > 0) | (labels > 0)).astype(np.uint8)
+    anatomy.tissue[labels > 0] = TISSUES["nodule"]
     return Phantom(spec=spec, geometry=geom, hu=hu, lung_mask=lung_mask,
-                   nodule_labels=labels, nodules=nodules)
+                   nodule_labels=labels, nodules=nodules, tissue=anatomy.tissue)
 
 
 def _uid(spec: PatientSpec, *parts: object) -> str:
