@@ -1,0 +1,304 @@
+"""Prepare a whole dataset once, in parallel, into a cache that training streams from.
+
+Layout::
+
+    <cache_dir>/<key>/
+        settings.json     what shaped these volumes (size, n_slices, options, dataset, version)
+        qc.csv            one row per patient: ok, or skipped with the reason
+        <patient_id>.npz  image (float32), lung_mask (uint8), nodule_mask (uint8, when the
+                          dataset has masks), label (int, -1 when unknown), spacing, bbox_mm
+
+``key`` is a short hash of everything that changes the prepared arrays, so two settings never
+share a folder and changing ``size`` never reads stale volumes.
+
+Every file is written to ``<name>.tmp`` in the same folder and then renamed with
+:func:`os.replace` (atomic on POSIX and Windows): a run killed midway leaves whole files and at
+most one ``.tmp``, and running again skips the finished patients and does the rest.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+from collections.abc import Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lunglib.datasets.base import CTDataset
+from lunglib.preprocess import PREPROCESS_VERSION, PrepareOptions, prepare
+from lunglib.qc import summarize
+from lunglib.settings import Settings
+
+QC_COLUMNS = (
+    "id", "status", "reason", "label", "n_slices_source", "rows_source", "columns_source",
+    "spacing_z", "spacing_y", "spacing_x", "lung_volume_ml", "findings",
+)
+
+
+def _shaping(dataset: CTDataset, settings: Settings, options: PrepareOptions) -> dict:
+    return {
+        "size": settings.size,
+        "n_slices": settings.n_slices,
+        "options": options.as_dict(),
+        "dataset": type(dataset).__name__,
+        "root": str(Path(dataset.root).resolve()),
+        "preprocess_version": PREPROCESS_VERSION,
+    }
+
+
+def cache_key(dataset: CTDataset, settings: Settings, options: PrepareOptions | None = None) -> str:
+    """Short hash of what shapes the prepared volumes (12 hex digits)."""
+    text = json.dumps(_shaping(dataset, settings, options or PrepareOptions()), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def _safe_name(patient_id: str) -> str:
+    if not patient_id or any(c in patient_id for c in "/\\\0") or patient_id in {".", ".."}:
+        raise ValueError(f"patient id {patient_id!r} cannot be used as a cache file name")
+    return patient_id
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through ``<path>.tmp`` and :func:`os.replace`."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _write_qc(path: Path, rows: Sequence[dict[str, object]]) -> None:
+    text = io.StringIO()
+    writer = csv.DictWriter(text, fieldnames=QC_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    for row in sorted(rows, key=lambda r: str(r["id"])):
+        writer.writerow(row)
+    atomic_write_bytes(path, text.getvalue().encode())
+
+
+def prepare_one(
+    dataset: CTDataset, patient_id: str, settings: Settings, options: PrepareOptions, folder: Path
+) -> dict[str, object]:
+    """Prepare one patient into ``folder/<id>.npz``; returns its QC row. Never raises for bad data.
+
+    Runs in a worker process; any failure to load or prepare becomes a ``skipped`` row naming
+    the reason.
+    """
+    row: dict[str, object] = {"id": patient_id, "status": "skipped", "reason": ""}
+    try:
+        label = dataset.label(patient_id)
+        row["label"] = "" if label is None else int(label)
+        scan = dataset.load_scan(patient_id)
+        row.update(
+            n_slices_source=scan.shape[0], rows_source=scan.shape[1], columns_source=scan.shape[2],
+            spacing_z=round(scan.spacing[0], 4), spacing_y=round(scan.spacing[1], 4),
+            spacing_x=round(scan.spacing[2], 4),
+        )
+        nodules = dataset.nodule_mask(patient_id, scan)
+        prepared = prepare(scan, settings, nodules, options)
+        findings = list(scan.qc) + prepared.qc
+        row["lung_volume_ml"] = round(prepared.lung_volume_ml, 1)
+        row["findings"] = summarize(findings)
+        if not prepared.ok:
+            row["reason"] = "; ".join(f.message for f in prepared.qc if f.severity == "error")
+            return row
+        arrays = {
+            "image": prepared.image,
+            "lung_mask": prepared.lung_mask,
+            "label": np.int64(-1 if label is None else label),
+            "spacing": np.asarray(prepared.spacing),
+            "bbox_mm": np.asarray(prepared.bbox_mm),
+            "qc_row": np.asarray(json.dumps({**row, "status": "ok"})),
+        }
+        if prepared.nodule_mask is not None:
+            arrays["nodule_mask"] = prepared.nodule_mask
+        _write_npz(folder / f"{_safe_name(patient_id)}.npz", arrays)
+        row["status"] = "ok"
+    except Exception as exc:  # one bad scan must never sink the batch: record why instead
+        row["reason"] = f"{type(exc).__name__}: {exc}"
+    return row
+
+
+@dataclass
+class CacheIndex:
+    """A folder of prepared volumes: what is there, and how to read it one volume at a time."""
+
+    folder: Path
+    qc_rows: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def open(cls, folder: str | os.PathLike) -> CacheIndex:
+        folder = Path(folder)
+        qc_path = folder / "qc.csv"
+        if not qc_path.is_file():
+            raise FileNotFoundError(
+                f"{qc_path} not found: {folder} is not a lunglib cache; run cache_dataset first"
+            )
+        with qc_path.open(newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        return cls(folder, rows)
+
+    @property
+    def key(self) -> str:
+        return self.folder.name
+
+    @property
+    def ids(self) -> list[str]:
+        """Patients whose volume is in the cache (status ok), sorted."""
+        return sorted(r["id"] for r in self.qc_rows if r["status"] == "ok")
+
+    @property
+    def skipped(self) -> dict[str, str]:
+        """``{id: reason}`` for the patients that could not be prepared."""
+        return {r["id"]: r["reason"] for r in self.qc_rows if r["status"] != "ok"}
+
+    def path(self, patient_id: str) -> Path:
+        return self.folder / f"{_safe_name(patient_id)}.npz"
+
+    def load(self, patient_id: str) -> dict[str, np.ndarray]:
+        """The arrays of one patient (image, lung_mask, label, ..., nodule_mask when present)."""
+        path = self.path(patient_id)
+        if not path.is_file():
+            reason = self.skipped.get(patient_id, "not in this cache")
+            raise KeyError(f"{patient_id}: no prepared volume in {self.folder} ({reason})")
+        with np.load(path) as data:
+            return {k: data[k] for k in data.files if k != "qc_row"}
+
+    def labels(self, ids: Sequence[str] | None = None) -> dict[str, int]:
+        """``{id: label}`` for cached patients with a known label (read from the QC table)."""
+        wanted = set(self.ids if ids is None else ids)
+        return {
+            r["id"]: int(r["label"]) for r in self.qc_rows
+            if r["id"] in wanted and r["status"] == "ok" and r.get("label", "") != ""
+        }
+
+    def iter_volumes(self, ids: Sequence[str] | None = None) -> Iterator[tuple[str, dict]]:
+        """``(id, arrays)`` one patient at a time -- never every volume in memory."""
+        for pid in self.ids if ids is None else ids:
+            yield pid, self.load(pid)
+
+    def qc_table(self):
+        """The QC table as a pandas DataFrame."""
+        import pandas as pd
+
+        return pd.read_csv(self.folder / "qc.csv", dtype={"id": str}, keep_default_na=False)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"CacheIndex({str(self.folder)!r}, ok={len(self)}, skipped={len(self.skipped)})"
+
+
+def _existing_row(path: Path) -> dict[str, object] | None:
+    """The QC row stored in a finished npz, or None when the file is unreadable."""
+    try:
+        with np.load(path) as data:
+            return json.loads(str(data["qc_row"]))
+    except Exception:  # a foreign or damaged file: prepare this patient again
+        return None
+
+
+def cache_dataset(
+    dataset: CTDataset,
+    settings: Settings | None = None,
+    options: PrepareOptions | None = None,
+    workers: int = 2,
+    ids: Sequence[str] | None = None,
+    progress: bool = True,
+) -> CacheIndex:
+    """Prepare every patient of ``dataset`` into ``<settings.cache_dir>/<key>/``, resuming.
+
+    Parameters
+    ----------
+    dataset : CTDataset
+        Where scans, labels and nodule masks come from.
+    settings : Settings, optional
+        ``size``, ``n_slices`` and ``cache_dir``.
+    options : PrepareOptions, optional
+        Preprocessing choices (window, margin ...); part of the cache key.
+    workers : int, default 2
+        Worker processes; 0 or 1 prepares in this process (easier to debug).
+    ids : sequence of str, optional
+        Only these patients (default: all of ``dataset.patient_ids()``).
+    progress : bool, default True
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    CacheIndex
+        Patients already in the cache are not prepared again; a patient that fails is listed in
+        ``qc.csv`` as skipped with the reason, and the others go on.
+    """
+    settings = settings or Settings()
+    options = options or PrepareOptions()
+    folder = Path(settings.cache_dir) / cache_key(dataset, settings, options)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.tmp"):  # left by an interrupted run; never a finished file
+        stale.unlink()
+    shaping = _shaping(dataset, settings, options)
+    atomic_write_bytes(folder / "settings.json", json.dumps(shaping, indent=2).encode())
+
+    wanted = list(dataset.patient_ids() if ids is None else ids)
+    qc_path = folder / "qc.csv"
+    rows: dict[str, dict[str, object]] = {}
+    if qc_path.is_file():  # keep the rows of patients outside this call
+        rows = {r["id"]: r for r in CacheIndex.open(folder).qc_rows if r["id"] not in set(wanted)}
+    todo = []
+    for pid in wanted:
+        path = folder / f"{_safe_name(pid)}.npz"
+        row = _existing_row(path) if path.is_file() else None
+        if row is not None:
+            rows[pid] = row
+        else:
+            todo.append(pid)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(wanted), initial=len(wanted) - len(todo), desc="preparing",
+               unit="scan", disable=not progress)
+
+    def finish(row: dict[str, object]) -> None:
+        rows[str(row["id"])] = row
+        _write_qc(qc_path, list(rows.values()))
+        bar.update(1)
+
+    try:
+        if workers <= 1 or len(todo) <= 1:
+            for pid in todo:
+                finish(prepare_one(dataset, pid, settings, options, folder))
+        else:
+            # spawn: workers start clean, never a fork of a process that may hold TF threads
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                pending = {pool.submit(prepare_one, dataset, pid, settings, options, folder): pid
+                           for pid in todo}
+                while pending:
+                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        pid = pending.pop(future)
+                        try:
+                            finish(future.result())
+                        except Exception as exc:  # the worker itself died
+                            finish({"id": pid, "status": "skipped",
+                                    "reason": f"worker failed: {type(exc).__name__}: {exc}"})
+    finally:
+        bar.close()
+    _write_qc(qc_path, list(rows.values()))
+    index = CacheIndex.open(folder)
+    index.qc_rows = [r for r in index.qc_rows if r["id"] in set(wanted)]
+    return index

@@ -1,0 +1,160 @@
+"""The preprocessing cache: parallel, atomic, resumable, with a QC table; and streaming from it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from lunglib.cache import CacheIndex, cache_dataset, cache_key
+from lunglib.datasets import SyntheticDataset
+from lunglib.dicom import DicomLoadError
+from lunglib.preprocess import PrepareOptions
+from lunglib.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class CohortWithBrokenScan(SyntheticDataset):
+    """The synthetic cohort plus one patient whose DICOM cannot be read."""
+
+    def patient_ids(self):
+        return sorted([*super().patient_ids(), "broken-01"])
+
+    def load_scan(self, patient_id):
+        if patient_id == "broken-01":
+            raise DicomLoadError(f"{self.root / 'broken-01' / 'x.dcm'}: not a DICOM file")
+        return super().load_scan(patient_id)
+
+    def label(self, patient_id):
+        return None if patient_id == "broken-01" else super().label(patient_id)
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    from lunglib.synthetic import write_cohort
+
+    return write_cohort(tmp_path_factory.mktemp("synth"), n_patients=3, seed=5, workers=1,
+                        progress=False)
+
+
+def _arrays(folder: Path) -> dict[str, dict[str, np.ndarray]]:
+    out = {}
+    for path in sorted(folder.glob("*.npz")):
+        with np.load(path) as data:
+            out[path.stem] = {k: data[k] for k in data.files if k != "qc_row"}
+    return out
+
+
+SMALL = {"size": 32, "n_slices": 16}
+
+
+def test_cache_in_parallel_records_every_patient(cohort, tmp_path):
+    dataset = CohortWithBrokenScan(cohort)
+    settings = Settings(cache_dir=tmp_path, **SMALL)
+    index = cache_dataset(dataset, settings, workers=2, progress=False)
+    assert index.folder == tmp_path / cache_key(dataset, settings)
+    assert index.ids == SyntheticDataset(cohort).patient_ids()
+    assert set(index.skipped) == {"broken-01"}
+    assert "not a DICOM file" in index.skipped["broken-01"]
+    table = index.qc_table()
+    assert sorted(table["id"]) == dataset.patient_ids()
+    assert set(table["status"]) == {"ok", "skipped"}
+    assert not list(index.folder.glob("*.tmp"))
+    first = index.load(index.ids[0])
+    assert first["image"].shape == first["lung_mask"].shape == first["nodule_mask"].shape
+    assert first["image"].shape == (16, 32, 32)
+    assert int(first["label"]) == dataset.label(index.ids[0])
+    assert index.labels() == SyntheticDataset(cohort).labels()
+    with pytest.raises(KeyError, match="not a DICOM file"):
+        index.load("broken-01")
+
+
+def test_cache_key_follows_what_shapes_the_volumes(cohort, tmp_path):
+    dataset = SyntheticDataset(cohort)
+    base = Settings(cache_dir=tmp_path, **SMALL)
+    key = cache_key(dataset, base)
+    assert cache_key(dataset, base.replace(seed=7)) == key  # the seed does not shape volumes
+    assert cache_key(dataset, base.replace(size=48)) != key
+    assert cache_key(dataset, base, PrepareOptions(window=(-1200, 600))) != key
+
+
+def test_cache_run_killed_midway_resumes_to_the_same_files(cohort, tmp_path):
+    dataset = SyntheticDataset(cohort)
+    reference = cache_dataset(dataset, Settings(cache_dir=tmp_path / "whole", **SMALL),
+                              workers=1, progress=False)
+    interrupted = tmp_path / "interrupted"
+    script = textwrap.dedent(f"""
+        from lunglib.cache import cache_dataset
+        from lunglib.datasets import SyntheticDataset
+        from lunglib.settings import Settings
+        cache_dataset(SyntheticDataset({str(cohort)!r}),
+                      Settings(cache_dir={str(interrupted)!r}, size=32, n_slices=16),
+                      workers=1, progress=False)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=REPO)
+    folder = interrupted / reference.key
+    try:
+        deadline = time.monotonic() + 120
+        while not list(folder.glob("*.npz")):
+            assert proc.poll() is None, "the cache run finished before it could be interrupted"
+            assert time.monotonic() < deadline, "no cached file appeared within 120 s"
+            time.sleep(0.05)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    done_before = {p.name: p.stat().st_mtime_ns for p in folder.glob("*.npz")}
+    assert 1 <= len(done_before) < len(dataset.patient_ids())
+    _arrays(folder)  # every finished file loads
+
+    resumed = cache_dataset(dataset, Settings(cache_dir=interrupted, **SMALL), workers=1,
+                            progress=False)
+    assert resumed.ids == reference.ids
+    # finished files were kept, not prepared again
+    assert {n: (folder / n).stat().st_mtime_ns for n in done_before} == done_before
+    assert not list(folder.glob("*.tmp"))
+    expected, got = _arrays(reference.folder), _arrays(folder)
+    assert expected.keys() == got.keys()
+    for pid in expected:
+        assert expected[pid].keys() == got[pid].keys()
+        for name in expected[pid]:
+            np.testing.assert_array_equal(got[pid][name], expected[pid][name], err_msg=pid)
+    assert resumed.qc_table().equals(reference.qc_table())
+
+
+def test_open_needs_a_qc_table(tmp_path):
+    with pytest.raises(FileNotFoundError, match="cache_dataset"):
+        CacheIndex.open(tmp_path)
+
+
+@pytest.mark.slow
+def test_make_dataset_streams_batches_and_refuses_augmented_validation(cohort, tmp_path):
+    from lunglib.augment import default_augmentation
+    from lunglib.inputs import make_dataset
+
+    index = cache_dataset(SyntheticDataset(cohort), Settings(cache_dir=tmp_path, **SMALL),
+                          workers=1, progress=False)
+    with pytest.raises(ValueError, match="training split only"):
+        make_dataset(index, index.ids, "val", augment=default_augmentation())
+    labels = index.labels()
+    ds = make_dataset(index, index.ids, "test", batch_size=2)
+    batches = list(ds)
+    assert [b[0].shape[0] for b in batches] == [2, 1]
+    assert batches[0][0].shape[1:] == (16, 32, 32, 1)
+    got = np.concatenate([b[1].numpy() for b in batches])
+    np.testing.assert_array_equal(got, [labels[pid] for pid in index.ids])
+    first = index.load(index.ids[0])["image"]
+    np.testing.assert_allclose(batches[0][0].numpy()[0, ..., 0], first)
+    # segmentation targets, augmented, stay binary and the same shape
+    seg = make_dataset(index, index.ids, "train", batch_size=3, target="lung_mask",
+                       augment=default_augmentation(), seed=1)
+    image, mask = next(iter(seg))
+    assert mask.shape == image.shape == (3, 16, 32, 32, 1)
+    assert set(np.unique(mask.numpy())) <= {0.0, 1.0}
