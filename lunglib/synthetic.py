@@ -321,11 +321,13 @@ def _unit(v: np.ndarray) -> np.ndarray:
     return v / (np.linalg.norm(v) or 1.0)
 
 
-def _inside(mask: np.ndarray, geom: Geometry, point: np.ndarray) -> bool:
-    idx = np.round(geom.local_to_index(point)).astype(int)
-    if np.any(idx < 0) or np.any(idx >= geom.shape):
-        return False
-    return bool(mask[tuple(idx)])
+def _inside(mask: np.ndarray, geom: Geometry, points: np.ndarray) -> np.ndarray:
+    """Whether each local-mm point (rows of z, y, x) falls in ``mask``."""
+    idx = np.round(geom.local_to_index(points)).astype(int)
+    ok = np.all((idx >= 0) & (idx < np.asarray(geom.shape)), axis=-1)
+    out = np.zeros(len(idx), bool)
+    out[ok] = mask[tuple(idx[ok].T)]
+    return out
 
 
 def grow_vessel_tree(
@@ -364,12 +366,9 @@ def grow_vessel_tree(
             start, direction, radius, length = stack.pop()
             steps = np.linspace(0.0, 1.0, 8)[1:]
             for attempt in range(4):  # turn away from the pleura before giving up
-                last_ok = 0.0
-                for s in steps:
-                    if _inside(in_lung, geom, start + direction * length * s):
-                        last_ok = s
-                    else:
-                        break
+                inside = _inside(in_lung, geom, start + np.outer(steps, direction) * length)
+                n_ok = len(steps) if inside.all() else int(np.argmin(inside))
+                last_ok = float(steps[n_ok - 1]) if n_ok else 0.0
                 if last_ok == 1.0 or attempt == 3:
                     break
                 direction = _unit(direction + 0.6 * rng.standard_normal(3))
@@ -828,7 +827,6 @@ def write_dicom_series(phantom: Phantom, folder: str | os.PathLike) -> list[Path
     stored = (phantom.hu.astype(np.int32) - RESCALE_INTERCEPT).astype(np.int16)
     template = ds = Dataset()  # the elements every slice shares; per-slice ones are added below
     ds.SOPClassUID = CTImageStorage
-    ds.SpecificCharacterSet = "ISO_IR 100"
     ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
     ds.StudyDate = ds.SeriesDate = ds.ContentDate = ds.AcquisitionDate = study_date
     ds.StudyTime = ds.SeriesTime = "093000"
