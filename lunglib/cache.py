@@ -11,7 +11,7 @@ Layout::
 ``key`` is a short hash of everything that changes the prepared arrays, so two settings never
 share a folder and changing ``size`` never reads stale volumes.
 
-Every file is written to ``<name>.tmp`` in the same folder and then renamed with
+Every file is written to ``<name>.<pid>.tmp`` in the same folder and then renamed with
 :func:`os.replace` (atomic on POSIX and Windows): a run killed midway leaves whole files and at
 most one ``.tmp``, and running again skips the finished patients and does the rest.
 """
@@ -66,8 +66,12 @@ def _safe_name(patient_id: str) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through ``<path>.tmp`` and :func:`os.replace`."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write ``data`` to ``path`` through ``<path>.<pid>.tmp`` and :func:`os.replace`.
+
+    The process id in the temporary name keeps two runs on the same folder (two notebooks at
+    once) from writing into each other's temporary file.
+    """
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -213,6 +217,18 @@ def _existing_row(path: Path) -> dict[str, object] | None:
         return None
 
 
+def _remove_stale_tmp(folder: Path) -> None:
+    """Delete temporary files left by runs that were killed (their process no longer exists)."""
+    for tmp in folder.glob("*.tmp"):
+        try:
+            pid = int(tmp.suffixes[-2].lstrip("."))
+            os.kill(pid, 0)  # raises when no such process: the file is stale
+        except (IndexError, ValueError, ProcessLookupError):
+            tmp.unlink(missing_ok=True)
+        except PermissionError:  # a live process of another user
+            continue
+
+
 def cache_dataset(
     dataset: CTDataset,
     settings: Settings | None = None,
@@ -248,8 +264,7 @@ def cache_dataset(
     options = options or PrepareOptions()
     folder = Path(settings.cache_dir) / cache_key(dataset, settings, options)
     folder.mkdir(parents=True, exist_ok=True)
-    for stale in folder.glob("*.tmp"):  # left by an interrupted run; never a finished file
-        stale.unlink()
+    _remove_stale_tmp(folder)
     shaping = _shaping(dataset, settings, options)
     atomic_write_bytes(folder / "settings.json", json.dumps(shaping, indent=2).encode())
 
