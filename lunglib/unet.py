@@ -1,0 +1,150 @@
+"""U-Net for nodule segmentation, 2D or 3D, with a Dice + binary cross-entropy loss.
+
+``build_unet`` returns a compiled Keras model; it is 2D when ``input_shape`` has three entries
+(height, width, channels) and 3D when it has four (depth, height, width, channels). The metrics
+here are Keras tensors-in, tensor-out functions for training; for evaluation on numpy masks
+(per case, with the Hausdorff distance) use :mod:`lunglib.seg_metrics`, which needs no TensorFlow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import keras
+from keras import layers, ops
+
+_SMOOTH = 1.0
+
+
+@keras.saving.register_keras_serializable(package="lunglib")
+def dice_bce_loss(y_true, y_pred, smooth: float = _SMOOTH):
+    """Mean binary cross-entropy plus ``1 - soft Dice``, the Dice taken per sample.
+
+    The per-sample soft Dice uses additive smoothing ``smooth`` so that a patch with no nodule
+    and no predicted foreground scores 1 (no loss) instead of 0/0.
+    """
+    y_true = ops.cast(y_true, y_pred.dtype)
+    bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
+    axes = tuple(range(1, len(y_pred.shape)))
+    intersection = ops.sum(y_true * y_pred, axis=axes)
+    total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
+    soft_dice = (2.0 * intersection + smooth) / (total + smooth)
+    return bce + 1.0 - ops.mean(soft_dice)
+
+
+def _hard_overlap(y_true, y_pred, threshold: float):
+    y_true = ops.cast(ops.cast(y_true, "float32") > 0.5, "float32")
+    y_pred = ops.cast(y_pred > threshold, "float32")
+    intersection = ops.sum(y_true * y_pred)
+    return intersection, ops.sum(y_true), ops.sum(y_pred)
+
+
+@keras.saving.register_keras_serializable(package="lunglib")
+def dice_coef(y_true, y_pred, threshold: float = 0.5):
+    """Dice of the thresholded prediction over the whole batch (1 when both are empty)."""
+    intersection, n_true, n_pred = _hard_overlap(y_true, y_pred, threshold)
+    return (2.0 * intersection + 1e-6) / (n_true + n_pred + 1e-6)
+
+
+@keras.saving.register_keras_serializable(package="lunglib")
+def iou_coef(y_true, y_pred, threshold: float = 0.5):
+    """Intersection over union of the thresholded prediction over the whole batch."""
+    intersection, n_true, n_pred = _hard_overlap(y_true, y_pred, threshold)
+    return (intersection + 1e-6) / (n_true + n_pred - intersection + 1e-6)
+
+
+def _conv_block(x, filters: int, conv, batch_norm: bool, dropout: float, name: str):
+    for i in (1, 2):
+        x = conv(filters, 3, padding="same", use_bias=not batch_norm, name=f"{name}_conv{i}")(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+        if i == 1 and dropout > 0:
+            x = layers.Dropout(dropout, name=f"{name}_dropout")(x)
+    return x
+
+
+def build_unet(
+    input_shape: Sequence[int],
+    depth: int = 3,
+    filters: int = 16,
+    dropout: float = 0.1,
+    batch_norm: bool = True,
+    learning_rate: float = 1e-3,
+) -> keras.Model:
+    """A compiled U-Net that maps an image to a per-voxel nodule probability.
+
+    Parameters
+    ----------
+    input_shape : sequence of int
+        ``(height, width, channels)`` for a 2D model or ``(depth, height, width, channels)`` for
+        a 3D one. Every spatial size must be divisible by ``2 ** depth``.
+    depth : int, default 3
+        Number of down-sampling steps (max-pooling by 2).
+    filters : int, default 16
+        Filters of the first level; each level down doubles them.
+    dropout : float, default 0.1
+        Dropout rate after the first convolution of each block, in [0, 1).
+    batch_norm : bool, default True
+        Batch normalisation after each convolution.
+    learning_rate : float, default 1e-3
+        Adam learning rate.
+
+    Returns
+    -------
+    keras.Model
+        Output shape ``(*spatial, 1)``, sigmoid; compiled with :func:`dice_bce_loss` and the
+        ``dice`` and ``iou`` metrics.
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    if len(input_shape) not in (3, 4):
+        raise ValueError(
+            f"input_shape {input_shape} must be (height, width, channels) for 2D or "
+            "(depth, height, width, channels) for 3D"
+        )
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be a positive integer, got {depth!r}")
+    if filters < 1:
+        raise ValueError(f"filters must be >= 1, got {filters}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if learning_rate <= 0:
+        raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+    spatial = input_shape[:-1]
+    factor = 2**depth
+    bad = [s for s in spatial if s % factor]
+    if bad:
+        fixes = ", ".join(f"{s} -> {s - s % factor} or {s - s % factor + factor}" for s in bad)
+        raise ValueError(
+            f"spatial size(s) {bad} of input_shape {input_shape} are not divisible by "
+            f"2**depth = {factor}; crop or pad to a multiple of {factor} ({fixes}) or lower depth"
+        )
+
+    is_3d = len(spatial) == 3
+    conv = layers.Conv3D if is_3d else layers.Conv2D
+    pool = layers.MaxPooling3D if is_3d else layers.MaxPooling2D
+    up = layers.Conv3DTranspose if is_3d else layers.Conv2DTranspose
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    skips = []
+    for level in range(depth):
+        x = _conv_block(x, filters * 2**level, conv, batch_norm, dropout, f"down{level}")
+        skips.append(x)
+        x = pool(2, name=f"pool{level}")(x)
+    x = _conv_block(x, filters * 2**depth, conv, batch_norm, dropout, "bottom")
+    for level in reversed(range(depth)):
+        x = up(filters * 2**level, 2, strides=2, padding="same", name=f"up{level}")(x)
+        x = layers.Concatenate(name=f"skip{level}")([x, skips[level]])
+        x = _conv_block(x, filters * 2**level, conv, batch_norm, dropout, f"dec{level}")
+    outputs = conv(1, 1, activation="sigmoid", dtype="float32", name="probability")(x)
+
+    kind = "3d" if is_3d else "2d"
+    model = keras.Model(inputs, outputs, name=f"unet{kind}_d{depth}_f{filters}")
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=dice_bce_loss,
+        metrics=[keras.metrics.MeanMetricWrapper(dice_coef, name="dice"),
+                 keras.metrics.MeanMetricWrapper(iou_coef, name="iou")],
+    )
+    return model
