@@ -148,3 +148,34 @@ def build_unet(
                  keras.metrics.MeanMetricWrapper(iou_coef, name="iou")],
     )
     return model
+
+
+def resize_unet(model: keras.Model, spatial_shape: Sequence[int]) -> keras.Model:
+    """The same network and weights for another input size, e.g. whole slices for inference.
+
+    A U-Net is fully convolutional, so weights trained on small patches apply to any input
+    whose sizes are divisible by ``2 ** depth``. The copy is not compiled (for ``predict``).
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_unet`.
+    spatial_shape : sequence of int
+        New spatial size, without the channel axis: ``(h, w)`` or ``(d, h, w)``.
+    """
+    spatial_shape = tuple(int(s) for s in spatial_shape)
+    old = tuple(model.input_shape[1:-1])
+    if len(spatial_shape) != len(old):
+        raise ValueError(f"spatial_shape {spatial_shape} must have {len(old)} sizes like {old}")
+    factor = max(int(round(o / int(s))) for o, s in
+                 zip(old, model.get_layer("bottom_conv1").input.shape[1:-1], strict=True))
+    bad = [s for s in spatial_shape if s % factor]
+    if bad:
+        raise ValueError(
+            f"spatial size(s) {bad} are not divisible by {factor} (2**depth of this U-Net); "
+            f"round up to a multiple of {factor}"
+        )
+    channels = model.input_shape[-1]
+    copy = keras.models.clone_model(model, input_tensors=keras.Input((*spatial_shape, channels)))
+    copy.set_weights(model.get_weights())
+    return copy

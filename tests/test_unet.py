@@ -8,7 +8,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from lunglib.seg_metrics import dice  # noqa: E402
-from lunglib.unet import build_unet, dice_bce_loss, dice_coef, iou_coef  # noqa: E402
+from lunglib.unet import build_unet, dice_bce_loss, dice_coef, iou_coef, resize_unet  # noqa: E402
 
 
 def test_2d_and_3d_models_have_matching_output_shapes():
@@ -100,3 +100,20 @@ def test_saved_model_reloads_with_its_loss_and_metrics(tmp_path):
     np.testing.assert_allclose(again.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-5)
     assert again.loss is not None
+
+
+def test_resized_unet_shares_weights_and_agrees_away_from_the_border():
+    model = build_unet((16, 16, 1), depth=2, filters=4, dropout=0.0)
+    big = resize_unet(model, (32, 48))
+    assert big.output_shape == (None, 32, 48, 1)
+    for a, b in zip(model.get_weights(), big.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = np.zeros((1, 32, 48, 1), np.float32)
+    x[0, 4:12, 20:28] = 1.0
+    # a 16x16 window (offset a multiple of 2**depth) predicts what the whole image predicts
+    # there, up to the zero padding at the window's edge
+    small = model.predict(x[:, 0:16, 16:32], verbose=0)
+    whole = big.predict(x, verbose=0)[:, 0:16, 16:32]
+    np.testing.assert_allclose(small[:, 6:10, 6:10], whole[:, 6:10, 6:10], atol=1e-3)
+    with pytest.raises(ValueError, match="divisible by 4"):
+        resize_unet(model, (30, 48))
