@@ -41,11 +41,119 @@ def class_weights(labels: Sequence) -> dict[int, float]:
     return {int(c): float(w) for c, w in zip(classes, weights, strict=True)}
 
 
+def cache_arrays(index, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Stack cached volumes and labels: ``x`` (n, z, y, x, 1) float32, ``y`` (n,) int.
+
+    For small cohorts and for keras-tuner, which takes arrays; training itself can stream from
+    the cache with :func:`lunglib.inputs.make_dataset` instead.
+    """
+    labels = index.labels(ids)
+    missing = [pid for pid in ids if pid not in labels]
+    if missing:
+        raise ValueError(f"{len(missing)} patient(s) have no label in {index.folder}, e.g. "
+                         f"{missing[0]}; give a labels CSV or leave them out of the split")
+    x = np.stack([index.load(pid)["image"].astype(np.float32) for pid in ids])[..., None]
+    return x, np.array([labels[pid] for pid in ids], dtype=np.int64)
+
+
+def training_arrays(source, size: int = 40) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(x, y, groups)`` for a classifier from a cache or a nodule patch set.
+
+    Parameters
+    ----------
+    source
+        A :class:`lunglib.cache.CacheIndex` (one prepared volume and label per patient) or a
+        :class:`lunglib.datasets.PatchSet` (LIDC format: benign <= 2 vs malignant >= 4, rating 3
+        left out, patches made by :func:`patch_inputs` with the outline as second channel).
+    size
+        Patch input size (patch sets only).
+
+    Returns
+    -------
+    x, y, groups
+        Inputs, integer labels and the patient of every sample (split on ``groups``).
+    """
+    if hasattr(source, "binary_labels"):
+        patches, y = source.binary_labels()
+        if patches.patient_ids is None:
+            raise ValueError(f"{patches.source}: no patient ids, so no patient-level split")
+        if patches.units != "HU" or patches.images.ndim != 3:
+            raise ValueError(f"{patches.source}: expected 2D HU patches, got {patches.units} "
+                             f"{patches.images.shape[1:]}")
+        spacing = patches.extra.get("pixel_spacing_mm")
+        x = patch_inputs(patches.images, patches.masks, spacing, size=size)
+        return x, y.astype(np.int64), np.asarray(patches.patient_ids)
+    ids = list(source.labels())
+    x, y = cache_arrays(source, ids)
+    return x, y, np.asarray(ids)
+
+
+def patch_inputs(
+    images: np.ndarray,
+    masks: np.ndarray | None = None,
+    spacing_mm: np.ndarray | None = None,
+    target_spacing_mm: float | None = 0.8,
+    size: int = 40,
+    window: tuple[float, float] = (-1000.0, 1000.0),
+) -> np.ndarray:
+    """2D HU patches to CNN input ``(n, size, size, channels)`` in [0, 1].
+
+    Each patch is clipped to the HU ``window`` and scaled to [0, 1]; resampled to
+    ``target_spacing_mm`` pixels (so a pixel means the same millimetres in every patch) when
+    ``spacing_mm`` is given; centre-cropped or padded (with the window's low end) to ``size``.
+    With ``masks`` the outline becomes a second channel.
+    """
+    from skimage.transform import rescale
+
+    images = np.asarray(images)
+    if images.ndim != 3:
+        raise ValueError(f"images must be (n, height, width) HU patches, got {images.shape}")
+    if masks is not None and np.shape(masks) != images.shape:
+        raise ValueError(f"masks {np.shape(masks)} must match images {images.shape}")
+    lo, hi = window
+    if hi <= lo:
+        raise ValueError(f"window {window} must be (low, high) with low < high")
+    resample = spacing_mm is not None and target_spacing_mm is not None
+    if resample and len(spacing_mm) != len(images):
+        raise ValueError(f"{len(spacing_mm)} spacings for {len(images)} patches")
+    channels = 1 if masks is None else 2
+    out = np.empty((len(images), size, size, channels), dtype=np.float32)
+    for i, img in enumerate(images):
+        img = np.clip(img.astype(np.float32), lo, hi)
+        msk = None if masks is None else masks[i].astype(np.float32)
+        if resample:
+            scale = float(spacing_mm[i]) / target_spacing_mm
+            img = rescale(img, scale, order=1, preserve_range=True, anti_aliasing=True)
+            if msk is not None:
+                msk = rescale(msk, scale, order=1, preserve_range=True)
+        out[i, :, :, 0] = (_center_crop_pad(img, size, lo) - lo) / (hi - lo)
+        if msk is not None:
+            out[i, :, :, 1] = _center_crop_pad((msk >= 0.5).astype(np.float32), size, 0.0)
+    return out
+
+
+def _center_crop_pad(a: np.ndarray, size: int, fill: float) -> np.ndarray:
+    out = np.full((size, size), fill, dtype=np.float32)
+    h, w = a.shape
+    sy, sx = max((h - size) // 2, 0), max((w - size) // 2, 0)
+    dy, dx = max((size - h) // 2, 0), max((size - w) // 2, 0)
+    ch, cw = min(h, size), min(w, size)
+    out[dy : dy + ch, dx : dx + cw] = a[sy : sy + ch, sx : sx + cw]
+    return out
+
+
+def dihedral_augment(x, y):
+    """Random 90-degree rotation and left-right flip of one 2D ``(h, w, c)`` example."""
+    k = tf.random.uniform([], 0, 4, dtype=tf.int32)
+    x = tf.image.rot90(x, k)
+    return tf.image.random_flip_left_right(x), y
+
+
 def _labels_of(dataset: tf.data.Dataset) -> np.ndarray:
     return np.concatenate([np.asarray(y).ravel() for _, y in dataset.as_numpy_iterator()])
 
 
-def make_dataset(
+def to_dataset(
     data: Data,
     batch_size: int = 16,
     shuffle: bool = False,
@@ -133,8 +241,8 @@ def train_model(
         raise ValueError(
             "augment applies to training arrays only; map it into your training dataset instead"
         )
-    train_ds = make_dataset(train_data, batch_size, shuffle=True, augment=augment, seed=seed)
-    val_ds = make_dataset(val_data, batch_size)
+    train_ds = to_dataset(train_data, batch_size, shuffle=True, augment=augment, seed=seed)
+    val_ds = to_dataset(val_data, batch_size)
 
     if isinstance(class_weight, str):
         if class_weight != "balanced":
@@ -175,7 +283,7 @@ def train_model(
 
 def predict_proba(model: keras.Model, data: Data, batch_size: int = 64) -> np.ndarray:
     """Predicted probability of the positive class (sigmoid) or of every class (softmax)."""
-    ds = make_dataset(data, batch_size) if isinstance(data, tuple) else data
+    ds = to_dataset(data, batch_size) if isinstance(data, tuple) else data
     if isinstance(data, np.ndarray):
         ds = tf.data.Dataset.from_tensor_slices(data.astype(np.float32)).batch(batch_size)
     p = model.predict(ds, verbose=0)

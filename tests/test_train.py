@@ -9,7 +9,7 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from lunglib.cnn import build_cnn  # noqa: E402
-from lunglib.train import class_weights, make_dataset, predict_proba, set_seed, train_model  # noqa: E402, I001
+from lunglib.train import class_weights, to_dataset, predict_proba, set_seed, train_model  # noqa: E402, I001
 
 
 class RecordWeights(keras.callbacks.Callback):
@@ -64,18 +64,18 @@ def test_class_weights_balance_the_classes():
 
 def test_augment_is_for_training_arrays_only():
     train, val = _contradicting_task()
-    ds = make_dataset(train, batch_size=8)
+    ds = to_dataset(train, batch_size=8)
     model = build_cnn((8, 8, 1), n_conv_layers=1, filters=2)
     with pytest.raises(ValueError, match="training arrays only"):
         train_model(model, ds, val, epochs=1, augment=lambda x, y: (x, y))
-    flipped = make_dataset(train, batch_size=64, augment=lambda x, y: (-x, y))
+    flipped = to_dataset(train, batch_size=64, augment=lambda x, y: (-x, y))
     x_aug, _ = next(iter(flipped))
     np.testing.assert_array_equal(x_aug.numpy(), -train[0])
 
 
 def test_mismatched_arrays_raise():
     with pytest.raises(ValueError, match="one label per input"):
-        make_dataset((np.zeros((4, 8, 8, 1)), np.zeros(3)))
+        to_dataset((np.zeros((4, 8, 8, 1)), np.zeros(3)))
 
 
 def _blob_volumes(n, seed):
