@@ -83,7 +83,8 @@ _DECODER_PACKAGES: tuple[tuple[Sequence[str], str], ...] = (
     (pydicom.uid.RLETransferSyntaxes, "pylibjpeg pylibjpeg-rle"),
 )
 _SAME_POSITION_MM = 0.01
-_READ_WORKERS = 4
+# Threads overlap file reads and numpy work; parsing holds the GIL, so more than the cores hurts.
+_READ_WORKERS = max(1, min(4, os.cpu_count() or 1))
 _READ_WHOLE_LIMIT = 2 * 1024**3
 
 
@@ -230,6 +231,7 @@ class _Header:
     path: Path
     ds: Dataset
     series_uid: str
+    sop_uid: str
     size: tuple[int, int]
     orientation: tuple[float, ...] | None
     position: tuple[float, ...] | None
@@ -237,19 +239,45 @@ class _Header:
 
     @classmethod
     def from_dataset(cls, path: Path, ds: Dataset) -> _Header:
-        iop = ds.get("ImageOrientationPatient")
-        ipp = ds.get("ImagePositionPatient")
+        iop = _decimals(ds, "ImageOrientationPatient")
+        ipp = _decimals(ds, "ImagePositionPatient")
         return cls(
             path=path,
             ds=ds,
-            series_uid=str(ds.SeriesInstanceUID),
+            series_uid=_uid(ds, "SeriesInstanceUID"),
+            sop_uid=_uid(ds, "SOPInstanceUID"),
             size=(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
-            orientation=tuple(float(v) for v in iop) if iop is not None and len(iop) == 6
-            else None,
-            position=tuple(float(v) for v in ipp) if ipp is not None and len(ipp) == 3
-            else None,
+            orientation=iop if iop is not None and len(iop) == 6 else None,
+            position=ipp if ipp is not None and len(ipp) == 3 else None,
             localizer="LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])],
         )
+
+
+def _decimals(ds: Dataset, keyword: str) -> tuple[float, ...] | None:
+    """A DS (decimal string) element as floats, or None when absent or empty.
+
+    Reads the raw ``b"1.0\\0.0\\..."`` bytes when pydicom has not converted them yet: building
+    its validated ``DSfloat`` objects costs more than reading the file, for every file.
+    """
+    elem = ds.get_item(keyword)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return tuple(float(v) for v in value.split(b"\\")) if value.strip() else None
+    if value is None or value == "":
+        return None
+    values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    return tuple(float(v) for v in values)
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    """A UI element as text ("" when absent), skipping pydicom's per-value UID validation."""
+    elem = ds.get_item(keyword)
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    return value.decode("ascii").rstrip("\0 ") if isinstance(value, bytes) else str(value)
 
 
 def _candidate_files(path: Path) -> list[Path]:
@@ -290,7 +318,9 @@ def _read_header(path: Path, pixels: str) -> _Header | QCFinding:
                          "warning", str(path))
 
 
-def _read_headers(path: Path, with_pixels: bool = True) -> tuple[list[_Header], list[QCFinding]]:
+def _read_headers(
+    path: Path, with_pixels: bool = True, workers: int | None = None
+) -> tuple[list[_Header], list[QCFinding]]:
     """Read every candidate file's header (and, if ``with_pixels``, its pixel bytes).
 
     Reading each file once, whole, is the fastest; for folders larger than
@@ -309,7 +339,7 @@ def _read_headers(path: Path, with_pixels: bool = True) -> tuple[list[_Header], 
     pixels = "skip"
     if with_pixels:
         pixels = "read" if sum(p.stat().st_size for p in files) <= _READ_WHOLE_LIMIT else "defer"
-    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
+    with ThreadPoolExecutor(max_workers=workers or _READ_WORKERS) as pool:
         results = list(pool.map(lambda p: _read_header(p, pixels), files))
     headers = [r for r in results if isinstance(r, _Header)]
     findings = [r for r in results if isinstance(r, QCFinding)]
@@ -489,8 +519,7 @@ def _slice_to_hu(h: _Header, out: np.ndarray) -> bool:
         raise _SkipSlice("missing_pixel_data", "the file has no pixel data (PixelData missing)")
     syntax = _transfer_syntax(ds) or pydicom.uid.ImplicitVRLittleEndian
     try:
-        # The decoder directly: ds.pixel_array would also keep a cached copy inside ds.
-        raw, _ = get_decoder(syntax).as_array(ds)
+        raw = ds.pixel_array
     except Exception as exc:  # truncated bytes, corrupt compressed streams, bad group 0028
         reason = f"pixel data is damaged or truncated ({_short(exc)})"
         if syntax.is_compressed:
@@ -503,10 +532,10 @@ def _slice_to_hu(h: _Header, out: np.ndarray) -> bool:
         raise _SkipSlice(
             "unreadable_file", f"expected one {out.shape[0]}x{out.shape[1]} image, got {raw.shape}"
         )
-    slope, intercept = ds.get("RescaleSlope"), ds.get("RescaleIntercept")
+    slope, intercept = _decimals(ds, "RescaleSlope"), _decimals(ds, "RescaleIntercept")
     has_rescale = slope is not None and intercept is not None
-    slope = float(slope) if slope is not None else 1.0
-    intercept = float(intercept) if intercept is not None else 0.0
+    slope = slope[0] if slope is not None else 1.0
+    intercept = intercept[0] if intercept is not None else 0.0
     padding = _padding_range(ds, raw)
     lowest, highest = int(raw.min()), int(raw.max())
     if padding is not None and (padding[1] < lowest or padding[0] > highest):
@@ -523,7 +552,7 @@ def _slice_to_hu(h: _Header, out: np.ndarray) -> bool:
                 air = hu < LOWEST_CT_HU
                 if padding is not None:
                     air |= (raw >= padding[0]) & (raw <= padding[1])
-                hu[air] = AIR_HU
+                np.copyto(hu, np.int16(AIR_HU), where=air)
             return has_rescale
     hu = np.rint(raw.astype(np.float64) * slope + intercept)
     air = hu < LOWEST_CT_HU
@@ -597,6 +626,7 @@ def load_scan(
     series_description: str | None = None,
     allow_single_slice: bool = False,
     spacing_tolerance: float = 0.01,
+    workers: int | None = None,
 ) -> CTScan:
     """Load one patient's CT series from a folder of DICOM files.
 
@@ -614,6 +644,9 @@ def load_scan(
     spacing_tolerance : float, default 0.01
         Relative deviation of a slice step from the median step above which spacing counts as
         uneven.
+    workers : int, optional
+        Threads that read and decode files; default one per CPU core (at most 4). Pass 1 when
+        scans are already loaded in parallel processes.
 
     Returns
     -------
@@ -634,7 +667,9 @@ def load_scan(
     finding lists what else was found; :func:`list_series` lists them in the same order.
     """
     path = Path(path)
-    headers, findings = _read_headers(path)
+    if workers is not None and workers < 1:
+        raise ValueError(f"workers must be at least 1, got {workers}")
+    headers, findings = _read_headers(path, workers=workers)
     groups = _group_by_series(headers)
     uid, infos = _choose_series(path, groups, series_uid, series_description)
     if len(infos) > 1:
@@ -688,8 +723,10 @@ def load_scan(
             return _slice_to_hu(placed[i], volume[i])
         except _SkipSlice as skip:
             return skip
+        except Exception as exc:  # an invalid value in a tag the conversion reads
+            return _SkipSlice("unreadable_file", f"could not be converted to HU ({_short(exc)})")
 
-    with ThreadPoolExecutor(max_workers=_READ_WORKERS) as pool:
+    with ThreadPoolExecutor(max_workers=workers or _READ_WORKERS) as pool:
         outcomes = list(pool.map(decode, range(len(placed))))
     skipped = [(h, o) for h, o in zip(placed, outcomes, strict=True) if isinstance(o, _SkipSlice)]
     if len(skipped) == len(placed):
@@ -729,7 +766,7 @@ def load_scan(
         volume = volume[keep]
         placed = [h for h, k in zip(placed, keep, strict=True) if k]
         positions, z = positions[keep], z[keep]
-    slice_uids = [str(h.ds.get("SOPInstanceUID", "")) for h in placed]
+    slice_uids = [h.sop_uid for h in placed]
 
     row_spacing, col_spacing = (float(v) for v in first.ds.get("PixelSpacing", [1.0, 1.0]))
     if "PixelSpacing" not in first.ds:
