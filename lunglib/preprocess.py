@@ -271,6 +271,13 @@ def _find_trachea_seed(
     return None
 
 
+def _select(labels: np.ndarray, n: int, chosen) -> np.ndarray:
+    """Boolean mask of the voxels whose label is in ``chosen`` (a lookup table, not np.isin)."""
+    table = np.zeros(n + 1, dtype=bool)
+    table[np.asarray(chosen, dtype=int)] = True
+    return table[labels]
+
+
 def _largest_components(mask: np.ndarray, keep: int = 2, min_fraction: float = 0.1) -> np.ndarray:
     """The ``keep`` largest 3-D components; smaller ones only if >= min_fraction of the largest."""
     labels, n = ndimage.label(mask)
@@ -279,7 +286,7 @@ def _largest_components(mask: np.ndarray, keep: int = 2, min_fraction: float = 0
     sizes = np.bincount(labels.ravel())[1:]
     order = np.argsort(sizes)[::-1][:keep]
     chosen = [k + 1 for k in order if sizes[k] >= min_fraction * sizes[order[0]]]
-    return np.isin(labels, chosen)
+    return _select(labels, n, chosen)
 
 
 def segment_lungs(
@@ -328,7 +335,7 @@ def segment_lungs(
     border[:, :, [0, -1]] = True
     labels, n = ndimage.label(candidate)
     outside = np.unique(labels[border & candidate])
-    candidate &= ~np.isin(labels, outside[outside > 0])
+    candidate &= ~_select(labels, n, outside[outside > 0])
     lungs = _largest_components(candidate)
     if not lungs.any():
         return lungs.astype(np.uint8)
@@ -338,9 +345,9 @@ def segment_lungs(
         voxel_ml = float(np.prod(spacing)) / 1000.0
         for airway_hu in AIRWAY_THRESHOLDS_HU:
             low = lungs & (hu < airway_hu)
-            grown, _ = ndimage.label(low | seed)
+            grown, n_grown = ndimage.label(low | seed)
             ids = np.unique(grown[seed])
-            airway = np.isin(grown, ids[ids > 0])
+            airway = _select(grown, n_grown, ids[ids > 0])
             if airway.sum() * voxel_ml < 150.0:  # larger means it leaked into emphysematous lung
                 break
         else:
@@ -361,21 +368,32 @@ def segment_lungs(
 def _close_and_fill(
     lung: np.ndarray, radius: np.ndarray, spacing: Sequence[float], max_hole_mm2: float
 ) -> np.ndarray:
-    """Box closing (separable max/min filters, fast at any resolution), then per-slice filling
-    of holes up to ``max_hole_mm2`` (vessels, nodules; not the heart)."""
+    """Box closing (separable max/min filters), then per-slice filling of holes up to
+    ``max_hole_mm2`` (vessels, nodules; not the heart) -- inside the lung's bounding box."""
+    lo, hi = lung_bbox(lung)
+    lo = np.maximum(lo - radius - 1, 0)
+    hi = np.minimum(hi + radius + 2, lung.shape)
+    box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
     size = tuple(int(2 * r + 1) for r in radius)
-    padded = np.pad(lung.view(np.uint8), [(r, r) for r in radius])
+    padded = np.pad(lung[box].view(np.uint8), [(r, r) for r in radius])
     closed = ndimage.minimum_filter(ndimage.maximum_filter(padded, size=size), size=size)
-    lung = closed[tuple(slice(r, -r) for r in radius)].astype(bool)
+    part = closed[tuple(slice(r, -r) for r in radius)].astype(bool)
+    # A hole is a piece of background, within one slice, that does not reach the slice's edge.
     in_plane = np.zeros((3, 3, 3), dtype=bool)
     in_plane[1] = ndimage.generate_binary_structure(2, 1)
-    holes = ndimage.binary_fill_holes(lung, structure=in_plane) & ~lung
-    labels, n = ndimage.label(holes, structure=in_plane)
+    labels, n = ndimage.label(~part, structure=in_plane)
     if n:
-        areas = np.bincount(labels.ravel())[1:] * spacing[1] * spacing[2]
-        keep = np.flatnonzero(areas <= max_hole_mm2) + 1
-        lung |= np.isin(labels, keep)
-    return lung
+        edge = np.zeros(part.shape, dtype=bool)
+        edge[:, [0, -1], :] = True
+        edge[:, :, [0, -1]] = True
+        areas = np.bincount(labels.ravel(), minlength=n + 1) * spacing[1] * spacing[2]
+        fill = areas <= max_hole_mm2
+        fill[0] = False
+        fill[np.unique(labels[edge])] = False
+        part |= fill[labels]
+    out = np.zeros_like(lung)
+    out[box] = part
+    return out
 
 
 def lung_volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:
