@@ -446,9 +446,10 @@ def _choose_series(
     if not ct_axial:
         if all(i.modality != "CT" for i in infos):
             modalities = sorted({i.modality or "missing" for i in infos})
+            example = groups[infos[0].series_uid][0].path
             raise DicomLoadError(
-                f"{path}: no CT series here (modality {', '.join(modalities)}); "
-                f"lunglib reads CT. Found:\n  {listing}"
+                f"{path}: no CT series here (modality {', '.join(modalities)}, e.g. "
+                f"{example.name}); lunglib reads CT. Found:\n  {listing}"
             )
         raise DicomLoadError(
             f"{path}: no axial CT series (only reformats or localizers); "

@@ -35,6 +35,12 @@ class QCFinding:
     severity: Severity = "warning"
     file: str | None = None
 
+    def __post_init__(self) -> None:
+        if self.severity not in ("info", "warning", "error"):
+            raise ValueError(
+                f"QCFinding severity must be 'info', 'warning' or 'error', got {self.severity!r}"
+            )
+
     def as_dict(self) -> dict[str, str | None]:
         return asdict(self)
 

@@ -23,6 +23,7 @@ from pydicom.uid import (
 from scipy import ndimage
 
 from lunglib.dicom import AIR_HU, CTScan, DicomLoadError, list_series, load_scan, load_scans
+from lunglib.qc import QCFinding
 
 SECRET_NAME = "SECRET^NAME"
 SECRET_ID = "SECRET-ID"
@@ -490,7 +491,7 @@ def test_compressed_without_decoder_fails_at_once(gradient_series):
 
 def test_non_ct_modality_is_refused(tmp_path: Path):
     write_series(tmp_path, gradient_raws(3), [0.0, 1.0, 2.0], modality="MR")
-    with pytest.raises(DicomLoadError, match="no CT series here .*MR"):
+    with pytest.raises(DicomLoadError, match="no CT series here .*MR, e.g. slice000.dcm"):
         load_scan(tmp_path)
     uid = list_series(tmp_path)[0].series_uid
     with pytest.raises(DicomLoadError, match="modality is 'MR', not CT") as info:
@@ -611,3 +612,16 @@ def test_no_patient_identifier_in_anything_shown(gradient_series):
             assert secret not in text
     assert scan.patient_key.startswith("pt-")
     assert not hasattr(scan, "ds")
+
+
+def test_qc_finding_rejects_unknown_severity():
+    assert str(QCFinding("x", "said", "info", "f.dcm")) == "info: x: said [f.dcm]"
+    with pytest.raises(ValueError, match="severity must be"):
+        QCFinding("x", "said", "fatal")
+
+
+def test_workers_must_be_positive(gradient_series):
+    folder, paths, _ = gradient_series
+    assert load_scan(folder, workers=1).shape[0] == len(paths)
+    with pytest.raises(ValueError, match="workers must be at least 1"):
+        load_scan(folder, workers=0)
