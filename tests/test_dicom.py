@@ -517,25 +517,27 @@ def test_duplicate_positions(gradient_series):
     assert copy.name in str(info.value) and paths[2].name in str(info.value)
 
 
-def test_mixed_image_sizes_name_the_odd_file(gradient_series):
-    folder, paths, _ = gradient_series
-    ds = pydicom.dcmread(paths[5])
+def _shrink(ds: pydicom.Dataset) -> None:
     ds.Rows, ds.Columns = 8, 8
     ds.PixelData = np.zeros((8, 8), np.int16).tobytes()
+
+
+def _turn(ds: pydicom.Dataset) -> None:
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]  # a coronal image in an axial series
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (_shrink, "mixed image sizes"),
+    (_turn, "mixes orientations"),
+])
+def test_an_odd_file_in_the_series_is_named(gradient_series, edit, message):
+    folder, paths, _ = gradient_series
+    ds = pydicom.dcmread(paths[5])
+    edit(ds)
     ds.save_as(paths[5])
-    with pytest.raises(DicomLoadError, match="mixed image sizes") as info:
+    with pytest.raises(DicomLoadError, match=message) as info:
         load_scan(folder)
     assert paths[5].name in str(info.value)
-
-
-def test_mixed_orientation_names_the_odd_file(gradient_series):
-    folder, paths, _ = gradient_series
-    ds = pydicom.dcmread(paths[6])
-    ds.ImageOrientationPatient = [1, 0, 0, 0, 0, -1]
-    ds.save_as(paths[6])
-    with pytest.raises(DicomLoadError, match="mixes orientations") as info:
-        load_scan(folder)
-    assert paths[6].name in str(info.value)
 
 
 def test_missing_position_skips_that_slice(gradient_series):
