@@ -594,9 +594,10 @@ def _fill_gaps(
     return out, step, out_uids
 
 
-def _spacing_findings(
+def _spacing_problem(
     z: np.ndarray, headers: list[_Header], step: float, tolerance: float
-) -> QCFinding | None:
+) -> tuple[str, str] | None:
+    """``(code, description)`` of missing slices or uneven steps between positions ``z``."""
     steps = np.diff(z)
     uneven = np.abs(steps - step) > tolerance * step
     if not uneven.any():
@@ -613,12 +614,7 @@ def _spacing_findings(
     else:
         code = "uneven_spacing"
         what = f"uneven slice spacing (steps {steps.min():.3f} to {steps.max():.3f} mm) at {where}"
-    return QCFinding(
-        code,
-        f"{what}; slices at the median step {step:.3f} mm filled by linear interpolation "
-        "over the same extent",
-        "warning",
-    )
+    return code, what
 
 
 def load_scan(
@@ -784,11 +780,15 @@ def load_scan(
                                   "SliceThickness", "info"))
     else:
         z_spacing = float(np.median(np.diff(z)))
-        gap = _spacing_findings(z, placed, z_spacing, spacing_tolerance)
-        if gap is not None:
-            findings.append(gap)
+        problem = _spacing_problem(z, placed, z_spacing, spacing_tolerance)
+        if problem is not None:
             volume, z_spacing, slice_uids = _fill_gaps(
                 volume, z, slice_uids, z_spacing, spacing_tolerance)
+            code, what = problem
+            findings.append(QCFinding(code, (
+                f"{what}; resampled onto a uniform {z_spacing:.3f} mm grid over the same extent: "
+                f"{slice_uids.count('')} of {len(slice_uids)} slices are linear interpolations "
+                "(slice_uids '')"), "warning"))
         tilt = _in_plane_drift(positions, normal)
         if tilt > 0.5 * min(row_spacing, col_spacing):
             findings.append(QCFinding(

@@ -320,6 +320,7 @@ def test_missing_slice_is_filled_and_known_slices_keep_their_place(
     finding = next(f for f in scan.qc if f.code == "missing_slices")
     assert "1 slice(s) missing" in finding.message
     assert f"{z[2]:.2f}..{z[4]:.2f} mm" in finding.message
+    assert f"1 of {len(paths)} slices are linear interpolations" in finding.message
     assert scan.slice_uids[3] == ""
     # The filled slice is the linear interpolation of its neighbours: on this gradient, exact.
     np.testing.assert_array_equal(scan.hu[3], full.hu[3])
