@@ -628,3 +628,14 @@ def test_workers_must_be_positive(gradient_series):
     assert load_scan(folder, workers=1).shape[0] == len(paths)
     with pytest.raises(ValueError, match="workers must be at least 1"):
         load_scan(folder, workers=0)
+
+
+def test_large_folders_leave_pixels_on_disk_until_needed(gradient_series, monkeypatch):
+    """Above the whole-read limit pixel bytes are deferred; results and skips are the same."""
+    folder, paths, _ = gradient_series
+    expected = load_scan(folder)
+    paths[-1].write_bytes(paths[-1].read_bytes()[:-200])
+    monkeypatch.setattr("lunglib.dicom._READ_WHOLE_LIMIT", 0)
+    scan = load_scan(folder)
+    np.testing.assert_array_equal(scan.hu, expected.hu[:-1])
+    assert next(f for f in scan.qc if f.code == "unreadable_file").file == str(paths[-1])
