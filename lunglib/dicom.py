@@ -42,10 +42,11 @@ from __future__ import annotations
 import hashlib
 import os
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pydicom
@@ -57,6 +58,8 @@ from pydicom.pixels import get_decoder
 from lunglib.qc import QCFinding
 
 AIR_HU = -1000
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 LOWEST_CT_HU = -1024
 # Files that sit beside DICOM images in public datasets and are not images.
 _NON_DICOM_SUFFIXES = {".xml", ".csv", ".txt", ".json", ".md", ".html", ".pdf", ".png", ".jpg"}
@@ -339,8 +342,7 @@ def _read_headers(
     pixels = "skip"
     if with_pixels:
         pixels = "read" if sum(p.stat().st_size for p in files) <= _READ_WHOLE_LIMIT else "defer"
-    with ThreadPoolExecutor(max_workers=workers or _READ_WORKERS) as pool:
-        results = list(pool.map(lambda p: _read_header(p, pixels), files))
+    results = _map(lambda p: _read_header(p, pixels), files, workers)
     headers = [r for r in results if isinstance(r, _Header)]
     findings = [r for r in results if isinstance(r, QCFinding)]
     if not headers:
@@ -351,6 +353,15 @@ def _read_headers(
             f"(first: {Path(first.file or '').name}: {first.message})"
         )
     return headers, findings
+
+
+def _map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int | None) -> list[_R]:
+    """``list(map(fn, items))`` on a thread pool, or in this thread when ``workers`` is 1."""
+    workers = workers or _READ_WORKERS
+    if workers == 1:
+        return list(map(fn, items))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
 
 
 def _short(exc: BaseException) -> str:
@@ -723,8 +734,7 @@ def load_scan(
         except Exception as exc:  # an invalid value in a tag the conversion reads
             return _SkipSlice("unreadable_file", f"could not be converted to HU ({_short(exc)})")
 
-    with ThreadPoolExecutor(max_workers=workers or _READ_WORKERS) as pool:
-        outcomes = list(pool.map(decode, range(len(placed))))
+    outcomes = _map(decode, range(len(placed)), workers)
     skipped = [(h, o) for h, o in zip(placed, outcomes, strict=True) if isinstance(o, _SkipSlice)]
     if len(skipped) == len(placed):
         h, skip = skipped[0]
