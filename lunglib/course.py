@@ -111,3 +111,29 @@ def open_course_dataset(dataset: str, settings: Settings):
         raise ValueError(f"dataset {dataset!r} needs data_dir: the folder you downloaded it to")
     labels = settings.labels if settings.labels is not None else None
     return open_dataset(dataset, root, labels=labels)
+
+
+def classification_data(dataset: str, settings: Settings, data_dir: str | Path = "",
+                        patch_size: int = 40, workers: int = 2):
+    """``(source, x, y, groups)`` for the classification notebooks (04, 05, 07).
+
+    For a CT dataset the scans are prepared once into the cache (``source`` is the
+    :class:`lunglib.cache.CacheIndex`) and ``x`` holds one volume per patient; for
+    ``dataset="patches"`` ``data_dir`` is the patch ``.npz`` file and ``x`` holds 2D patches,
+    several per patient. ``groups`` names each sample's patient, for patient-level splits.
+    """
+    from lunglib.train import training_arrays
+
+    if dataset == "patches":
+        from lunglib.datasets import load_patch_set
+
+        if not data_dir:
+            raise ValueError("dataset='patches' needs data_dir: the patch .npz file")
+        source = load_patch_set(data_dir)
+    else:
+        from lunglib.cache import cache_dataset
+
+        source = cache_dataset(open_course_dataset(dataset, settings), settings,
+                               workers=workers, progress=False)
+    x, y, groups = training_arrays(source, size=patch_size)
+    return source, x, y, groups
