@@ -549,23 +549,20 @@ def _slice_to_hu(h: _Header, out: np.ndarray) -> bool:
     slope = slope[0] if slope is not None else 1.0
     intercept = intercept[0] if intercept is not None else 0.0
     padding = _padding_range(ds, raw)
-    lowest, highest = int(raw.min()), int(raw.max())
-    if padding is not None and (padding[1] < lowest or padding[0] > highest):
-        padding = None  # no pixel of this slice is padding
-    if raw.dtype.kind in "iu" and raw.itemsize == 2 and slope == 1 and intercept.is_integer():
-        # The common case: whole-number intercept, and the result fits in int16 -- no copies.
-        shift = int(intercept)
-        if -(2**15) <= lowest + shift and highest + shift < 2**15:
-            # Same-width integer add: wraps modulo 2**16, exact because the result fits.
-            hu = np.add(raw.view(np.int16), np.int16(shift), out=out)
-            if padding is not None and padding[1] + shift < LOWEST_CT_HU:
-                padding = None  # padding reads below LOWEST_CT_HU, the test below catches it
-            if lowest + shift < LOWEST_CT_HU or padding is not None:
-                air = hu < LOWEST_CT_HU
-                if padding is not None:
-                    air |= (raw >= padding[0]) & (raw <= padding[1])
-                np.copyto(hu, np.int16(AIR_HU), where=air)
-            return has_rescale
+    shift = int(intercept) if slope == 1 and intercept.is_integer() else None
+    if shift is not None and shift <= 0 and (
+        raw.dtype == np.int16 or (raw.dtype == np.uint16 and int(raw.max()) + shift < 2**15)
+    ):
+        # The common case, done in int16 without copies. Stored values below `threshold`
+        # read below LOWEST_CT_HU and become air; the few int16 sums that wrap around are
+        # among them.
+        threshold = LOWEST_CT_HU - shift
+        air = raw < threshold
+        if padding is not None and padding[1] >= threshold:
+            air |= (raw >= padding[0]) & (raw <= padding[1])
+        np.add(raw.view(np.int16), np.int16(shift), out=out)
+        np.copyto(out, np.int16(AIR_HU), where=air)
+        return has_rescale
     hu = np.rint(raw.astype(np.float64) * slope + intercept)
     air = hu < LOWEST_CT_HU
     if padding is not None:

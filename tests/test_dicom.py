@@ -399,6 +399,14 @@ def test_padding_values_become_air(tmp_path: Path):
     scan = load_scan(tmp_path / "circle")
     assert (scan.hu[:, :3] == AIR_HU).all() and (scan.hu[:, 3:] == 50).all()
 
+    extreme = np.full((12, 12), 1500, dtype=np.int16)
+    extreme[0] = -32768  # with intercept -1024 this would wrap around in int16 arithmetic
+    extreme[1] = 32767
+    write_series(tmp_path / "extreme", [extreme, extreme], [0.0, 1.0])
+    scan = load_scan(tmp_path / "extreme")
+    assert (scan.hu[:, 0] == AIR_HU).all()
+    assert (scan.hu[:, 1] == 32767 - 1024).all() and (scan.hu[:, 2:] == 1500 - 1024).all()
+
 
 # --------------------------------------------------------------------------------------------
 # Bad input
