@@ -82,11 +82,12 @@ def sample_patches(
     lung_mask : ndarray, same shape
         Nonzero inside the lungs; negative patches are centred on its voxels.
     patch_shape : sequence of int
-        Patch size per axis of ``image``. For a 2D model on a 3D image, use a depth of 1,
-        e.g. ``(1, 64, 64)``, and squeeze axis 1 of the result.
+        Patch size per axis of ``image``; or ``(h, w)`` on a 3D image for in-plane (axial)
+        patches of a 2D model.
     n_pos, n_neg : int
-        Number of positive patches (each centred on a nodule chosen uniformly among the
-        nodules, so small ones count as much as large ones) and negative patches. With no
+        Number of positive patches and negative patches. Each positive patch picks a nodule
+        uniformly (so small nodules count as much as large ones), then a random voxel of it as
+        centre, so 2D patches also show the nodule's thin top and bottom slices. With no
         nodule in ``nodule_mask`` no positive patch is made.
     rng : Generator or int, optional
         Random source (or seed); the same seed gives the same patches.
@@ -101,7 +102,8 @@ def sample_patches(
     -------
     images, masks : ndarray
         ``(n, *patch_shape)`` float32 images and uint8 0/1 masks, positives first. Negative
-        patches may contain part of a nodule by chance; their masks show it.
+        patches may contain part of a nodule by chance; their masks show it. Add the channel
+        axis (``[..., None]``) for Keras.
     """
     image = np.asarray(image)
     if nodule_mask.shape != image.shape or lung_mask.shape != image.shape:
@@ -109,7 +111,8 @@ def sample_patches(
             f"image {image.shape}, nodule_mask {nodule_mask.shape} and lung_mask "
             f"{lung_mask.shape} must have the same shape"
         )
-    shape = _check_shape(patch_shape, image.ndim)
+    planar = image.ndim == 3 and len(patch_shape) == 2
+    shape = _check_shape((1, *patch_shape) if planar else patch_shape, image.ndim)
     if n_pos < 0 or n_neg < 0:
         raise ValueError(f"n_pos and n_neg must be >= 0, got {n_pos} and {n_neg}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -122,11 +125,10 @@ def sample_patches(
     centres: list[np.ndarray] = []
     labels, n_nodules = ndimage.label(binary)
     if n_nodules and n_pos:
-        nodule_centres = np.round(
-            ndimage.center_of_mass(binary, labels, range(1, n_nodules + 1))
-        ).astype(int)
+        voxels = [np.argwhere(labels == k) for k in range(1, n_nodules + 1)]
         for k in rng.integers(0, n_nodules, size=n_pos):
-            centres.append(nodule_centres[k] + rng.integers(-jitter, jitter + 1))
+            centre = voxels[k][rng.integers(0, len(voxels[k]))]
+            centres.append(centre + rng.integers(-jitter, jitter + 1))
     if n_neg:
         lung_voxels = np.argwhere(np.asarray(lung_mask) > 0)
         if len(lung_voxels) == 0:
@@ -138,6 +140,8 @@ def sample_patches(
     for i, centre in enumerate(centres):
         images[i] = extract_patch(image, centre, shape, fill)
         masks[i] = extract_patch(binary, centre, shape, 0)
+    if planar:
+        return images[:, 0], masks[:, 0]
     return images, masks
 
 
@@ -165,6 +169,19 @@ def lung_box(
     lo = np.maximum(found.min(axis=0) - margin, 0)
     hi = np.minimum(found.max(axis=0) + 1 + margin, shape)
     return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi, strict=True))
+
+
+def slice_window(
+    lung_mask: np.ndarray, multiple: int = 8, margin: int = 2
+) -> tuple[int, int]:
+    """In-plane size of the lung box (grown by ``margin``) rounded up to ``multiple``.
+
+    The window that covers a whole axial slice of the lungs in one go: resize a 2D U-Net to it
+    (:func:`lunglib.unet.resize_unet`, ``multiple = 2 ** depth``) and pass it to
+    :func:`predict_volume` as ``patch_shape`` for fast per-slice inference.
+    """
+    box = lung_box(lung_mask, lung_mask.shape, (0, margin, margin))
+    return tuple(int(-(-(b.stop - b.start) // multiple) * multiple) for b in box[1:])
 
 
 def predict_volume(

@@ -150,9 +150,33 @@ def test_sample_patches_centres_positives_on_nodules_and_negatives_in_lung():
     again = sample_patches(image, nodules, lung, (8, 16, 16), 20, 10, rng=1, jitter=(1, 2, 2))
     assert np.array_equal(again[0], images)
     with pytest.raises(ValueError, match="patch_shape"):
-        sample_patches(image, nodules, lung, (16, 16), 1, 1)
+        sample_patches(image, nodules, lung, (16,), 1, 1)
     with pytest.raises(ValueError, match="lung_mask is empty"):
         sample_patches(image, nodules, np.zeros_like(lung), (8, 16, 16), 1, 1)
+
+
+def test_planar_patches_from_a_volume_cover_every_slice_of_a_nodule():
+    image = np.zeros((20, 40, 40), np.float32)
+    nodules = np.zeros(image.shape, np.uint8)
+    nodules[sphere(image.shape, (10, 20, 20), 4, (1, 1, 1))] = 1
+    lung = np.ones(image.shape, np.uint8)
+    images, masks = sample_patches(image, nodules, lung, (16, 16), n_pos=200, n_neg=0, rng=0)
+    assert images.shape == masks.shape == (200, 16, 16)
+    # centres are random nodule voxels, so slices off the middle (area 49) appear too: the
+    # cross-section 3 slices from the centre has 21 voxels
+    areas = masks.reshape(200, -1).sum(axis=1)
+    assert areas.max() == 49
+    assert areas.min() <= 21
+    assert len(set(areas.tolist())) >= 4
+    assert np.all(areas > 0)
+
+
+def test_slice_window_rounds_the_lung_box_up():
+    from lunglib.segment import slice_window
+
+    lung = np.zeros((5, 100, 90), np.uint8)
+    lung[1:4, 10:61, 20:53] = 1  # 51 x 33, grown by 2 on each side: 55 x 37
+    assert slice_window(lung, multiple=8, margin=2) == (56, 40)
 
 
 class _VoxelwiseModel:
