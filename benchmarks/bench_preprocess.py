@@ -1,0 +1,209 @@
+"""How fast does ``lunglib.preprocess.prepare`` turn a real CT into the (32, 64, 64) model input?
+
+On the same real scans (``../shared/data``: LIDC-IDRI-0001, 133x512x512 at 2.5 mm; both
+Lung-PET-CT-Dx A0002 series, 30x512x512 at 8 mm), side by side:
+
+decode   the floor: ``pydicom.dcmread`` + ``pixel_array`` of every file, nothing else;
+load     ``lunglib.load_scan`` (decode, sort, HU, checks);
+lunglib  ``prepare`` on the loaded scan: lungs segmented on a ~2.5 mm copy, only the lung box
+         resampled, once, to the output grid;
+(a)      the widely copied Kaggle DSB2017 recipe: ``scipy.ndimage.zoom`` of the whole scan to
+         1 mm (its default cubic spline), the Kaggle ``segment_lung_mask`` (threshold -320,
+         background label, per-slice fill), then crop to the mask and zoom to the output;
+(b)      the per-slice recipe: resize every slice to size x size, then average chunks of slices
+         down to n_slices (no resampling in mm, no lung mask).
+
+Wall-clock seconds are the minimum of the runs (the machine is shared); CPU seconds are this
+process's user+system time (threads summed). Targets: lunglib >= 10x faster than (a), and
+load+lunglib <= 1.5x decode. Peak memory: a 512x512x300 series (the LIDC volume stacked to 300
+slices) is prepared in a fresh process, whose peak resident set size is reported (Python, NumPy,
+SciPy and SimpleITK included). Target < 1.5 GB.
+
+Usage: ``python benchmarks/bench_preprocess.py [--runs 3] [--skip-kaggle]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from scipy import ndimage
+from skimage.transform import resize
+
+from lunglib.dicom import load_scan
+from lunglib.preprocess import prepare, window
+from lunglib.settings import Settings
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+PET = SHARED / "lung_pet_ct_dx" / "Lung-PET-CT-Dx" / "Lung_Dx-A0002"
+CASES = {
+    "LIDC-IDRI-0001": SHARED / "lidc_idri" / "LIDC-IDRI-0001",
+    "Lung_Dx-A0002 B70f": next(PET.glob("*/*B70f*"), PET / "B70f"),
+    "Lung_Dx-A0002 B40f": next(PET.glob("*/*B40f*"), PET / "B40f"),
+}
+SETTINGS = Settings(size=64, n_slices=32)
+
+
+def decode_only(folder: Path) -> int:
+    """The floor: read and decode every DICOM image under ``folder``."""
+    n = 0
+    for path in sorted(folder.rglob("*.dcm")):
+        n += pydicom.dcmread(path).pixel_array.shape[0] > 0
+    return n
+
+
+# ---- (a) the Kaggle DSB2017 recipe (Guido Zuidhof's "Full Preprocessing Tutorial") ---------
+def _largest_label_volume(im: np.ndarray, bg: int = -1) -> int | None:
+    vals, counts = np.unique(im, return_counts=True)
+    counts = counts[vals != bg]
+    vals = vals[vals != bg]
+    return int(vals[np.argmax(counts)]) if len(counts) else None
+
+
+def kaggle_segment_lung_mask(image: np.ndarray, fill_lung_structures: bool = True) -> np.ndarray:
+    from skimage import measure
+
+    binary_image = np.array(image > -320, dtype=np.int8) + 1
+    labels = measure.label(binary_image)
+    background_label = labels[0, 0, 0]
+    binary_image[background_label == labels] = 2
+    if fill_lung_structures:
+        for i, axial_slice in enumerate(binary_image):
+            axial_slice = axial_slice - 1
+            labeling = measure.label(axial_slice)
+            l_max = _largest_label_volume(labeling, bg=0)
+            if l_max is not None:
+                binary_image[i][labeling != l_max] = 1
+    binary_image -= 1
+    binary_image = 1 - binary_image
+    labels = measure.label(binary_image, background=0)
+    l_max = _largest_label_volume(labels, bg=0)
+    if l_max is not None:
+        binary_image[labels != l_max] = 0
+    return binary_image
+
+
+def kaggle_recipe(hu: np.ndarray, spacing, shape=(32, 64, 64)) -> np.ndarray:
+    new_shape = np.round(np.asarray(hu.shape) * np.asarray(spacing))
+    image = ndimage.zoom(hu.astype(np.float32), new_shape / hu.shape, mode="nearest")
+    mask = kaggle_segment_lung_mask(image)
+    nz = [np.flatnonzero(mask.any(axis=tuple(a for a in range(3) if a != ax))) for ax in range(3)]
+    box = tuple(slice(i[0], i[-1] + 1) if i.size else slice(None) for i in nz)
+    crop = image[box]
+    out = ndimage.zoom(crop, np.asarray(shape) / crop.shape, order=1)
+    return window(out)
+
+
+# ---- (b) per-slice resize + chunk mean (the DSB2017 "sentdex" recipe) ------------------------
+def per_slice_recipe(hu: np.ndarray, shape=(32, 64, 64)) -> np.ndarray:
+    slices = [resize(s.astype(np.float32), shape[1:], preserve_range=True, anti_aliasing=True)
+              for s in hu]
+    chunks = np.array_split(np.arange(len(slices)), shape[0])
+    if len(slices) < shape[0]:  # fewer slices than wanted: the recipe repeats slices
+        chunks = np.array_split(np.repeat(np.arange(len(slices)), -(-shape[0] // len(slices))),
+                                shape[0])
+    return window(np.stack([np.mean([slices[i] for i in c], axis=0) for c in chunks]))
+
+
+def timed(fn, runs: int) -> tuple[float, float, object]:
+    walls, cpus, result = [], [], None
+    for _ in range(runs):
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = fn()
+        walls.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return min(walls), min(cpus), result
+
+
+PEAK_SCRIPT = """
+import resource, sys, numpy as np
+from lunglib.dicom import CTScan
+from lunglib.preprocess import prepare
+hu = np.load(sys.argv[1], mmap_mode="r")
+reps = -(-300 // hu.shape[0])
+big = np.ascontiguousarray(np.concatenate([hu] * reps)[:300])
+scan = CTScan(hu=big, spacing=(1.0, 0.703125, 0.703125), origin=(0.0, 0.0, 0.0),
+              direction=np.eye(3), series_uid="1", patient_key="bench")
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+out = prepare(scan)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(base / 1024, peak / 1024, big.nbytes / 2**20)
+"""
+
+
+def peak_memory(hu: np.ndarray) -> tuple[float, float, float]:
+    """(RSS before prepare, peak RSS, volume MB) in MiB for a 300x512x512 series."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "hu.npy"
+        np.save(path, hu)
+        out = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(path)], check=True,
+                             capture_output=True, text=True,
+                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    before, peak, volume_mb = (float(v) for v in out.stdout.split()[-3:])
+    return before, peak, volume_mb
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--skip-kaggle", action="store_true", help="skip the slow recipe (a)")
+    args = parser.parse_args(argv)
+    if not SHARED.is_dir():
+        print(f"{SHARED} not present: benchmark skipped", file=sys.stderr)
+        return 0
+
+    rows, lidc_hu = [], None
+    for name, folder in CASES.items():
+        if not folder.is_dir():
+            print(f"{folder} missing: {name} skipped", file=sys.stderr)
+            continue
+        decode_w, decode_c, _ = timed(lambda f=folder: decode_only(f), args.runs)
+        load_w, load_c, scan = timed(lambda f=folder: load_scan(f), args.runs)
+        prep_w, prep_c, prepared = timed(lambda s=scan: prepare(s, SETTINGS), args.runs)
+        per_w, per_c, _ = timed(lambda s=scan: per_slice_recipe(s.hu), 1)
+        if args.skip_kaggle:
+            kag_w = kag_c = float("nan")
+        else:
+            kag_w, kag_c, _ = timed(lambda s=scan: kaggle_recipe(s.hu, s.spacing), 1)
+        if name.startswith("LIDC"):
+            lidc_hu = scan.hu
+        rows.append((name, scan.shape, decode_w, load_w, prep_w, kag_w, per_w,
+                     decode_c, load_c, prep_c, kag_c, per_c, prepared.ok))
+
+    print("\nPrepared volumes per second, (32, 64, 64) output -- wall clock (min of runs)")
+    head = (f"{'scan':<20} {'shape':<15} {'decode s':>8} {'load s':>7} {'lunglib':>8} "
+            f"{'vol/s':>6} {'(a) s':>7} {'(a) vol/s':>9} {'(b) s':>6} {'a/lunglib':>9} "
+            f"{'(load+lunglib)/decode':>21}")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        name, shape, dw, lw, pw, kw, bw = r[:7]
+        print(f"{name:<20} {str(shape):<15} {dw:8.2f} {lw:7.2f} {pw:8.2f} {1 / pw:6.2f} "
+              f"{kw:7.1f} {1 / kw:9.3f} {bw:6.2f} {kw / pw:9.1f} {(lw + pw) / dw:21.2f}")
+    print("\nThe same in CPU seconds of this process (steadier on a shared machine)")
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        name, shape = r[:2]
+        dc, lc, pc, kc, bc = r[7:12]
+        print(f"{name:<20} {str(shape):<15} {dc:8.2f} {lc:7.2f} {pc:8.2f} {1 / pc:6.2f} "
+              f"{kc:7.1f} {1 / kc:9.3f} {bc:6.2f} {kc / pc:9.1f} {(lc + pc) / dc:21.2f}")
+
+    if lidc_hu is not None:
+        before, peak, volume_mb = peak_memory(lidc_hu)
+        print(f"\nPeak memory, prepare() on a 300x512x512 int16 series ({volume_mb:.0f} MiB): "
+              f"RSS {before:.0f} MiB before, peak {peak:.0f} MiB "
+              f"(target < 1536 MiB: {'met' if peak < 1536 else 'NOT met'})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
