@@ -118,9 +118,11 @@ def sample_geometry(
     fat = float(rng.uniform(6.0, 28.0))
     fov = float(np.clip(2 * body_a + rng.uniform(25.0, 70.0), 300.0, 420.0))
     pixel = round(fov / matrix, 4)
-    thickness = float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0]))
+    # Thin slices are rarer, which keeps the default cohort small on disk.
+    thickness = float(rng.choice([1.0, 1.25, 1.5, 2.0, 2.5, 3.0],
+                                 p=[0.1, 0.1, 0.15, 0.25, 0.2, 0.2]))
     lung_height = float(rng.uniform(180.0, 250.0))
-    below, above = rng.uniform(15.0, 35.0, size=2)
+    below, above = rng.uniform(10.0, 25.0, size=2)
     n_slices = int(np.ceil((lung_height + below + above) / thickness)) + 1
     table = float(rng.uniform(-420.0, -120.0))
     half = (matrix - 1) / 2 * pixel
