@@ -290,15 +290,19 @@ class SliceViewer:
         redraw()
         return widgets.VBox([widgets.HBox([axis, win, overlay]), index, out])
 
-    def show(self):
+    def show(self) -> None:
         """Display the viewer: the widget in Jupyter (with a PNG montage as the fallback that
-        papermill, nbconvert and static renderers show), else a static matplotlib montage."""
+        papermill, nbconvert and static renderers show), else a static matplotlib montage.
+
+        Returns nothing, so that a cell ending in ``viewer.show()`` displays it once; use
+        :meth:`widget` or :meth:`montage` to get the objects.
+        """
         import matplotlib.pyplot as plt
 
         fig = self.montage()
         if self.static:
             plt.show()
-            return fig
+            return
         import base64
 
         from IPython.display import display
@@ -309,4 +313,3 @@ class SliceViewer:
         bundle = view._repr_mimebundle_()
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         display({**data, "image/png": png}, raw=True)
-        return view

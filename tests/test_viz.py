@@ -69,9 +69,11 @@ def test_slice_viewer_falls_back_to_a_montage_without_a_widget_frontend(volume):
     assert not has_widget_frontend()  # plain pytest: no Jupyter kernel
     viewer = SliceViewer(hu, masks={"lungs": mask}, spacing=(2.5, 0.7, 0.7), title="case-01")
     assert viewer.static
-    fig = viewer.show()
-    assert isinstance(fig, plt.Figure)
+    plt.close("all")
+    assert viewer.show() is None
+    fig = plt.gcf()
     assert len([ax for ax in fig.axes if ax.images]) == 16
+    assert fig._suptitle.get_text() == "case-01"
 
 
 def test_slice_viewer_widget_controls(volume):
