@@ -191,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seeds", type=int, default=2, help="ensemble members per fold")
+    parser.add_argument("--seeds", type=int, default=1, help="ensemble members per fold")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--methods", default="area-logreg,naive-cnn,best-cnn,best-cnn+area")
     args = parser.parse_args(argv)
