@@ -193,6 +193,7 @@ def predict_volume(
     batch_size: int = 16,
     margin: Sequence[int] | int = 2,
     fill: float | None = None,
+    clip_to_lung: bool = True,
 ) -> np.ndarray:
     """Nodule probability for every voxel, by a sliding window over the lungs' bounding box.
 
@@ -216,6 +217,11 @@ def predict_volume(
         Voxels added around the lung box, so nodules on the pleura are not cut off.
     fill : float, optional
         Value to pad with where the box is smaller than a patch; default ``image.min()``.
+    clip_to_lung : bool, default True
+        Also set the probability to 0 outside the lung mask grown by ``max(margin)`` voxels
+        (in-plane only for a 2D model) -- chest wall, mediastinum -- which a model trained
+        on lung patches has never seen. The lung mask must then include the nodules (as
+        ``segment_lungs`` and the synthetic cohort's masks do).
 
     Returns
     -------
@@ -269,6 +275,15 @@ def predict_volume(
     averaged = total / np.maximum(count, 1)
     out = np.zeros(image.shape, dtype=np.float32)
     out[box] = averaged[tuple(slice(0, n) for n in image[box].shape)]
+    if clip_to_lung and lung_mask is not None:
+        grow = int(np.max(margin))
+        keep = lung_mask > 0
+        if grow:
+            structure = ndimage.generate_binary_structure(3, 1)
+            if len(patch) == 2:  # per-slice models search no extra slices: grow in-plane only
+                structure[0] = structure[2] = False
+            keep = ndimage.binary_dilation(keep, structure, iterations=grow)
+        out[~keep] = 0.0
     return out
 
 

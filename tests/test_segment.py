@@ -197,7 +197,8 @@ def test_sliding_window_covers_the_lung_box_and_nothing_else(patch_shape):
     lung = np.zeros(image.shape, np.uint8)
     lung[3:15, 10:41, 5:30] = 1
     model = _VoxelwiseModel()
-    prob = predict_volume(model, image, lung, patch_shape, batch_size=7, margin=2)
+    prob = predict_volume(model, image, lung, patch_shape, batch_size=7, margin=2,
+                          clip_to_lung=False)
     expected = 1.0 / (1.0 + np.exp(-image))
     box = (slice(1, 17), slice(8, 43), slice(3, 32)) if len(patch_shape) == 3 else (
         slice(3, 15), slice(8, 43), slice(3, 32))
@@ -206,6 +207,20 @@ def test_sliding_window_covers_the_lung_box_and_nothing_else(patch_shape):
     np.testing.assert_allclose(prob[inside], expected[inside], rtol=1e-5)
     assert np.all(prob[~inside] == 0)
     assert model.calls > 1
+
+
+def test_probabilities_outside_the_grown_lung_mask_are_zero():
+    image = np.full((10, 40, 40), 3.0, np.float32)
+    lung = np.zeros(image.shape, np.uint8)
+    lung[2:8, 5:35, 5:12] = 1  # two "lungs" with a gap between them
+    lung[2:8, 5:35, 28:35] = 1
+    prob = predict_volume(_VoxelwiseModel(), image, lung, (16, 16), margin=1)
+    in_plane = np.zeros((3, 3, 3), bool)
+    in_plane[1] = ndimage.generate_binary_structure(2, 1)
+    grown = ndimage.binary_dilation(lung, in_plane, iterations=1)
+    assert np.all(prob[grown] > 0.9)
+    assert np.all(prob[~grown] == 0)
+    assert prob[5, 20, 20] == 0  # the gap (mediastinum) inside the lung box
 
 
 def test_sliding_window_pads_a_box_smaller_than_the_patch():
