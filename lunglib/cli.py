@@ -1,4 +1,4 @@
-"""The command line: ``python -m lunglib {synth,load,run,demo}``.
+"""The command line: ``python -m lunglib {synth,load,run,demo,predict}``.
 
 Each sub-command is a thin shell over a library function; see ``python -m lunglib -h``.
 """
@@ -86,6 +86,30 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run(args, project_root() / "outputs" / "demo")
 
 
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from lunglib.dicom import DicomLoadError
+    from lunglib.predict import predict_scan
+
+    output = args.output or Path(args.model) / "predictions" / Path(args.scan).name
+    try:
+        result = predict_scan(args.scan, args.model, output, series_uid=args.series_uid)
+    except (DicomLoadError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    p = result.cancer_probability
+    print(f"patient {result.patient_key}: cancer probability "
+          + ("n/a" if p is None else f"{p:.3f}"))
+    print(f"{len(result.candidates)} nodule candidate(s)")
+    if len(result.candidates):
+        columns = ["candidate", "peak_prob", "diameter_mm", "volume_mm3", "x_mm", "y_mm", "z_mm"]
+        print(result.candidates[columns].head(10).round(2).to_string(index=False))
+    for note in result.notes:
+        print(f"note: {note}")
+    for name, path in result.files.items():
+        print(f"{name:>10}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lunglib",
@@ -106,6 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("path", type=Path, help="a folder of one patient's DICOM files")
     load.add_argument("--series-uid", default=None)
     load.set_defaults(func=_cmd_load)
+
+    predict = sub.add_parser("predict", help="cancer probability, nodule candidates, masks and "
+                             "a report for one scan, from a finished run's models")
+    predict.add_argument("scan", type=Path, help="a folder of one patient's DICOM files")
+    predict.add_argument("--model", type=Path, required=True,
+                         help="a run folder (or notebook output_dir) with the model bundles")
+    predict.add_argument("--output", type=Path, default=None,
+                         help="default: <model>/predictions/<scan folder name>")
+    predict.add_argument("--series-uid", default=None)
+    predict.set_defaults(func=_cmd_predict)
 
     for name, func, text in (
         ("run", _cmd_run, "run every notebook with papermill into one run folder"),

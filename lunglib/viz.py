@@ -313,3 +313,76 @@ class SliceViewer:
         bundle = view._repr_mimebundle_()
         data = bundle[0] if isinstance(bundle, tuple) else bundle
         display({**data, "image/png": png}, raw=True)
+
+
+def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[str, object],
+                      path: str | os.PathLike, n_slices: int = 3):
+    """A one-page PNG: the probability, the candidate table and the key slices.
+
+    Parameters
+    ----------
+    scan : CTScan
+        The scan that was predicted (named by its pseudonymous ``patient_key`` only).
+    lung_mask : ndarray
+        Lung mask in the scan's grid, outlined on the slices.
+    candidates : DataFrame
+        From :func:`lunglib.segment.find_candidates`; the most probable ones are circled.
+    summary : mapping
+        ``cancer_probability``, ``threshold`` and ``notes`` as in
+        :meth:`lunglib.predict.Prediction.summary`.
+    path : path-like
+        Where the PNG goes (written atomically).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    from pathlib import Path
+
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Circle
+
+    top = candidates.head(n_slices) if len(candidates) else None
+    if top is not None:
+        slices = [int(round(z)) for z in top["centroid_z"]]
+    else:
+        filled = np.flatnonzero(lung_mask.any(axis=(1, 2)))
+        slices = [int(filled[len(filled) // 2])] if len(filled) else [scan.hu.shape[0] // 2]
+    fig = plt.figure(figsize=(4 * (len(slices) + 1), 4.6))
+    text = fig.add_subplot(1, len(slices) + 1, 1)
+    text.axis("off")
+    p = summary.get("cancer_probability")
+    threshold = summary.get("threshold")
+    lines = [f"patient {scan.patient_key}",
+             "cancer probability: " + ("n/a" if p is None else f"{p:.2f}")]
+    if p is not None and threshold is not None:
+        verdict = "above" if p >= threshold else "below"
+        lines.append(f"({verdict} the validation threshold {threshold:.2f})")
+    lines.append(f"nodule candidates: {len(candidates)}")
+    if top is not None:
+        lines += [f"  #{int(r.candidate)}: p {r.peak_prob:.2f}, {r.diameter_mm:.1f} mm, "
+                  f"slice {int(round(r.centroid_z))}" for r in top.itertuples()]
+    lines += [f"note: {n}" for n in summary.get("notes", [])]
+    lines.append("research software: not for diagnosis")
+    text.text(0, 1, "\n".join(lines), va="top", fontsize=9, family="monospace", wrap=True)
+    lo, hi = window_limits("lung")
+    for k, z in enumerate(slices, start=2):
+        ax = fig.add_subplot(1, len(slices) + 1, k)
+        ax.imshow(scan.hu[z], cmap="gray", vmin=lo, vmax=hi,
+                  aspect=scan.spacing[1] / scan.spacing[2])
+        if lung_mask[z].any():
+            ax.contour(lung_mask[z], levels=[0.5], colors="tab:cyan", linewidths=0.6)
+        if top is not None:
+            for r in top.itertuples():
+                if int(round(r.centroid_z)) == z:
+                    radius = max(r.diameter_mm / scan.spacing[2], 4) * 0.8
+                    ax.add_patch(Circle((r.centroid_x, r.centroid_y), radius, fill=False,
+                                        color="tab:red", linewidth=1.2))
+        ax.set_title(f"slice {z}", fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(figure_png(fig))
+    os.replace(tmp, path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,148 @@
+"""Use a finished run on a new scan: cancer probability, nodule candidates, masks and a report.
+
+``python -m lunglib predict <scan_dir> --model <run folder>`` calls :func:`predict_scan`. The run
+folder holds the ``classifier`` bundle written by notebook 04 and the ``segmenter`` bundle written
+by notebook 06 (see :mod:`lunglib.bundle`); either may be missing, and the prediction then says
+what it could not do instead of failing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from lunglib.bundle import bundle_paths, load_bundle
+from lunglib.dicom import CTScan, load_scan
+from lunglib.export import save_dicom_seg, save_nifti
+from lunglib.preprocess import prepare, segment_lungs, window
+from lunglib.segment import find_candidates, predict_volume, slice_window
+from lunglib.settings import Settings
+
+
+@dataclass
+class Prediction:
+    """What :func:`predict_scan` found for one scan (no patient identifiers)."""
+
+    patient_key: str
+    cancer_probability: float | None
+    threshold: float | None
+    candidates: pd.DataFrame
+    files: dict[str, Path] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "patient_key": self.patient_key,
+            "cancer_probability": self.cancer_probability,
+            "threshold": self.threshold,
+            "n_candidates": int(len(self.candidates)),
+            "files": {k: str(v) for k, v in self.files.items()},
+            "notes": self.notes,
+        }
+
+
+def _has_bundle(folder: Path, name: str) -> bool:
+    return all(p.is_file() for p in bundle_paths(folder, name))
+
+
+def classify_scan(scan: CTScan, model, info: dict) -> float:
+    """Cancer probability of a whole scan from a volume classifier bundle."""
+    from lunglib.train import predict_proba
+
+    settings = Settings(size=int(info["size"]), n_slices=int(info["n_slices"]))
+    prepared = prepare(scan, settings)
+    x = prepared.image[None, ..., None].astype(np.float32)
+    if "zero_center_mean" in info:
+        x = x - np.float32(info["zero_center_mean"])
+    return float(predict_proba(model, x)[0])
+
+
+def segment_scan(scan: CTScan, model, info: dict, lung_mask: np.ndarray) -> np.ndarray:
+    """Nodule probability per voxel of the scan from a per-slice 2D U-Net bundle."""
+    from lunglib.unet import resize_unet
+
+    lo, hi = info.get("window", (-1000.0, 400.0))
+    image = window(scan.hu, lo, hi)
+    whole = slice_window(lung_mask, multiple=2 ** int(info["depth"]))
+    return predict_volume(resize_unet(model, whole), image, lung_mask, whole)
+
+
+def predict_scan(
+    scan_path: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    series_uid: str | None = None,
+    report: bool = True,
+) -> Prediction:
+    """Run the run's models on one DICOM scan and write masks and a report.
+
+    Parameters
+    ----------
+    scan_path : path-like
+        A folder with one patient's DICOM files (any layout that :func:`lunglib.load_scan` reads).
+    model_dir : path-like
+        A run folder (or ``output_dir`` of notebooks 04 and 06) with the model bundles.
+    output_dir : path-like
+        Receives ``lungs.nii.gz``, ``nodules.nii.gz``, ``nodules_seg.dcm`` (DICOM SEG over the
+        source series), ``candidates.csv``, ``prediction.json`` and ``report.png``.
+    series_uid : str, optional
+        Which series to read when the folder holds several.
+    report : bool, default True
+        Draw the one-page PNG report.
+    """
+    model_dir, out = Path(model_dir), Path(output_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model folder {model_dir} does not exist")
+    out.mkdir(parents=True, exist_ok=True)
+    scan = load_scan(scan_path, series_uid=series_uid)
+    notes: list[str] = []
+    probability = threshold = None
+    if _has_bundle(model_dir, "classifier"):
+        model, info = load_bundle(model_dir, "classifier")
+        if len(model.input_shape) == 5:
+            probability = classify_scan(scan, model, info)
+            threshold = info.get("threshold")
+        else:
+            notes.append("the classifier was trained on 2D nodule patches, not whole scans: "
+                         "no scan-level probability")
+    else:
+        notes.append(f"no classifier bundle in {model_dir} (notebook 04 writes it)")
+
+    lung = segment_lungs(scan.hu, scan.spacing, scan.direction)
+    files = {"lungs": save_nifti(lung, scan, out / "lungs.nii.gz")}
+    candidates = pd.DataFrame()
+    if _has_bundle(model_dir, "segmenter") and lung.any():
+        model, info = load_bundle(model_dir, "segmenter")
+        probability_map = segment_scan(scan, model, info, lung)
+        seg_threshold = float(info.get("threshold", 0.5))
+        nodules = ((probability_map > seg_threshold) & (lung > 0)).astype(np.uint8)
+        candidates = find_candidates(probability_map * (lung > 0), scan=scan,
+                                     threshold=seg_threshold,
+                                     min_volume_mm3=float(info.get("min_volume_mm3", 0.0)))
+        files["nodules"] = save_nifti(nodules, scan, out / "nodules.nii.gz")
+        if nodules.any():
+            files["dicom_seg"] = save_dicom_seg(nodules, scan, out / "nodules_seg.dcm",
+                                                source=scan_path,
+                                                segment_labels=["nodule candidates"])
+    elif not lung.any():
+        notes.append("no lungs found in the scan: nothing to segment")
+    else:
+        notes.append(f"no segmenter bundle in {model_dir} (notebook 06 writes it)")
+    candidates_path = out / "candidates.csv"
+    candidates.to_csv(candidates_path, index=False)
+    files["candidates"] = candidates_path
+    result = Prediction(scan.patient_key, probability, threshold, candidates, files, notes)
+    if report:
+        from lunglib.viz import prediction_report
+
+        files["report"] = prediction_report(scan, lung, candidates, result.summary(),
+                                            out / "report.png")
+    tmp = out / "prediction.json.tmp"
+    tmp.write_text(json.dumps(result.summary(), indent=2))
+    os.replace(tmp, out / "prediction.json")
+    return result

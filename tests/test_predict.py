@@ -1,0 +1,89 @@
+"""predict on the real LIDC series: a probability, candidates in the lungs, readable masks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory, lidc_case_dir: Path) -> Path:
+    """A run folder with a (untrained) volume classifier and a U-Net fitted to this case."""
+    from lunglib.bundle import save_bundle
+    from lunglib.cnn import build_cnn
+    from lunglib.datasets import open_dataset
+    from lunglib.preprocess import segment_lungs, window
+    from lunglib.segment import sample_patches
+    from lunglib.train import set_seed
+    from lunglib.unet import build_unet
+
+    folder = tmp_path_factory.mktemp("run")
+    set_seed(0)
+    classifier = build_cnn((8, 16, 16, 1), n_conv_layers=2, filters=4, dense_units=8)
+    save_bundle(classifier, folder, "classifier", size=16, n_slices=8, threshold=0.5)
+
+    lidc = open_dataset("lidc", lidc_case_dir.parent)
+    scan = lidc.load_scan("LIDC-IDRI-0001")
+    nodules = lidc.nodule_mask("LIDC-IDRI-0001", scan)
+    lung = segment_lungs(scan.hu, scan.spacing, scan.direction)
+    x, y = sample_patches(window(scan.hu), nodules, lung, (32, 32), n_pos=96, n_neg=96, rng=0)
+    unet = build_unet((32, 32, 1), depth=2, filters=8, batch_norm=False, learning_rate=3e-3)
+    unet.fit(x[..., None], y[..., None].astype(np.float32), epochs=12, batch_size=32, verbose=0)
+    save_bundle(unet, folder, "segmenter", depth=2, window=[-1000.0, 400.0], threshold=0.5,
+                min_volume_mm3=20.0)
+    return folder
+
+
+@pytest.mark.slow
+def test_predict_on_the_real_lidc_series(run_folder: Path, lidc_case_dir: Path,
+                                         tmp_path: Path) -> None:
+    import SimpleITK as sitk
+
+    from lunglib.cli import main
+    from lunglib.dicom import load_scan
+    from lunglib.preprocess import segment_lungs
+
+    out = tmp_path / "prediction"
+    assert main(["predict", str(lidc_case_dir), "--model", str(run_folder),
+                 "--output", str(out)]) == 0
+    summary = json.loads((out / "prediction.json").read_text())
+    assert 0.0 <= summary["cancer_probability"] <= 1.0
+    assert summary["n_candidates"] >= 1
+
+    scan = load_scan(lidc_case_dir)
+    lung = segment_lungs(scan.hu, scan.spacing, scan.direction)
+    nodules = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "nodules.nii.gz")))
+    assert nodules.shape == scan.shape and nodules.any()
+    assert (lung[nodules > 0] > 0).all()  # every predicted voxel lies inside the lungs
+
+    # the readers' large nodule (README: x,y ~ (316, 367), z -125..-105 mm) is among the candidates
+    import pandas as pd
+
+    candidates = pd.read_csv(out / "candidates.csv")
+    found = candidates[(abs(candidates.centroid_x - 316) < 15)
+                       & (abs(candidates.centroid_y - 367) < 15)
+                       & candidates.z_mm.between(-130, -100)]
+    assert len(found) >= 1
+
+    from pydicom import dcmread
+
+    seg = dcmread(out / "nodules_seg.dcm")
+    assert seg.Modality == "SEG"
+    assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == scan.series_uid
+    assert (out / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "LIDC" not in json.dumps(summary)  # the report names the pseudonymous key only
+
+
+def test_predict_without_models_says_which_notebook_writes_them(tmp_path: Path,
+                                                                lidc_case_dir: Path) -> None:
+    from lunglib.predict import predict_scan
+
+    result = predict_scan(lidc_case_dir, tmp_path, tmp_path / "out", report=False)
+    assert result.cancer_probability is None and len(result.candidates) == 0
+    assert any("04" in n for n in result.notes) and any("06" in n for n in result.notes)
+    assert (tmp_path / "out" / "lungs.nii.gz").is_file()
