@@ -5,10 +5,13 @@ Kept here, not in the notebooks, so that seven notebooks and the tests share one
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
+import sys
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +19,35 @@ import numpy as np
 from lunglib.settings import Settings
 
 DATASETS = ("synthetic", "dsb2017", "lidc", "luna16", "lung-pet-ct-dx", "patches")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment.
+
+    TensorFlow's CUDA probe writes "Could not find cuda drivers" and "failed call to cuInit" from
+    C++ before its logging is set up, so ``TF_CPP_MIN_LOG_LEVEL`` cannot stop them; in a notebook
+    they would land in every saved output.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def import_tensorflow_quietly():
+    """Import TensorFlow and probe its devices without the native start-up noise."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with native_stderr_silenced():
+        import tensorflow as tf
+
+        tf.config.list_physical_devices()
+    return tf
 
 
 def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Generator:
@@ -26,8 +58,9 @@ def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Genera
     seed : int
         Seed for Python's ``random``, NumPy and (when ``tensorflow``) TensorFlow/Keras.
     tensorflow : bool, default False
-        Also import TensorFlow, seed it and make its ops deterministic. Notebooks that train
-        models pass True; the others skip the few seconds TensorFlow takes to import.
+        Also import TensorFlow (quietly), seed it and make its ops deterministic. Notebooks that
+        train models pass True -- before importing lunglib's model modules, so that TensorFlow's
+        start-up messages stay out of the notebook; the others skip the seconds it takes.
 
     Returns
     -------
@@ -49,6 +82,7 @@ def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Genera
     except ImportError:  # matplotlib is a dependency; only a broken install lacks it
         pass
     if tensorflow:
+        import_tensorflow_quietly()
         from lunglib.train import set_seed
 
         set_seed(seed)
