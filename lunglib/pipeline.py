@@ -49,10 +49,24 @@ def course_notebooks(folder: Path | None = None) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
-def _declared_parameters(notebook: Path) -> set[str]:
-    import papermill as pm
+def declared_parameters(notebook: Path) -> set[str]:
+    """Names assigned in the notebook's ``parameters``-tagged cell.
 
-    return set(pm.inspect_notebook(str(notebook)))
+    Read with :mod:`ast` (papermill's own inspector skips lines whose comments hold quotes).
+    """
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    names: set[str] = set()
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "parameters" in cell.metadata.get("tags", []):
+            for node in ast.parse(cell.source).body:
+                targets = node.targets if isinstance(node, ast.Assign) else (
+                    [node.target] if isinstance(node, ast.AnnAssign) else [])
+                names |= {t.id for t in targets if isinstance(t, ast.Name)}
+    return names
 
 
 def run_course(
@@ -98,7 +112,7 @@ def run_course(
     if not paths:
         raise FileNotFoundError("no course notebooks found to run")
     params = dict(parameters or {})
-    declared = {p: _declared_parameters(p) for p in paths}
+    declared = {p: declared_parameters(p) for p in paths}
     unknown = set(params) - set().union(*declared.values())
     if unknown:
         raise ValueError(
