@@ -462,7 +462,10 @@ class NoduleRanges:
     def from_difficulty(cls, difficulty: float) -> NoduleRanges:
         d = float(difficulty)
         return cls(
-            malignant_diameter=(16.0 - 8.0 * d, 30.0 - 10.0 * d),
+            # Big enough to survive the course's 32 x 64 x 64 lung box (about 4-5 mm in-plane,
+            # 7-8 mm in z per voxel): at the default 0.5 a malignant nodule spans 4-9 voxels.
+            malignant_diameter=(float(np.interp(d, (0.0, 0.5, 1.0), (30.0, 20.0, 10.0))),
+                                float(np.interp(d, (0.0, 0.5, 1.0), (45.0, 40.0, 35.0)))),
             benign_diameter=(3.0, 6.0 + 6.0 * d),
             part_solid_probability=0.1 + 0.4 * d,
             calcified_probability=0.5 - 0.3 * d,
@@ -623,7 +626,7 @@ def place_nodules(
 ) -> tuple[np.ndarray, list[Nodule]]:
     """Draw nodules into ``anatomy.hu``; return the nodule label volume and their descriptions.
 
-    Cancer patients get one or two malignant nodules (10-30 mm at the default difficulty,
+    Cancer patients get one or two malignant nodules (20-40 mm at the default difficulty,
     lobulated or spiculated, solid or part-solid); every patient, cancer or not, may get up to
     three benign ones (small, smooth, round, sometimes calcified). Each nodule sits inside a lung,
     isolated, touching a vessel or touching the pleura.
@@ -656,6 +659,14 @@ def place_nodules(
         if centre is None and attachment != "juxtapleural":
             # A crowded or small lung: the pleura is always somewhere.
             attachment = "juxtapleural"
+            centre = _pick_centre(rng, lung, vessels, lung_voxels, taken, geom, radius, attachment)
+        for _ in range(3 if malignant else 0):
+            if centre is not None:
+                break
+            # A large malignant nodule that does not fit: shrink it within its range, so a
+            # cancer patient never ends up without one.
+            diameter = lo + 0.5 * (diameter - lo)
+            radius = diameter / 2
             centre = _pick_centre(rng, lung, vessels, lung_voxels, taken, geom, radius, attachment)
         if centre is None:
             continue

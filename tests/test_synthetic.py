@@ -312,3 +312,29 @@ def test_difficulty_moves_malignant_and_benign_sizes_together() -> None:
     assert hard.malignant_diameter[0] < hard.benign_diameter[1]  # overlapping sizes when hard
     assert hard.noise_hu > easy.noise_hu
     assert hard.part_solid_probability > easy.part_solid_probability
+
+
+def test_default_malignant_nodules_survive_the_course_resolution(tmp_path: Path) -> None:
+    """At the course's (32, 64, 64) lung box a default malignant nodule is a blob, not a voxel."""
+    from lunglib.datasets.synthetic import SyntheticDataset
+    from lunglib.preprocess import prepare
+
+    out = synthetic.write_cohort(tmp_path / "c", n_patients=2, seed=SEED, workers=1,
+                                 cancer_fraction=1.0, progress=False)
+    dataset = SyntheticDataset(out)
+    ranges = synthetic.NoduleRanges.from_difficulty(0.5)
+    for pid in dataset.patient_ids():
+        scan = dataset.load_scan(pid)
+        truth = synthetic.load_ground_truth(out, pid)
+        prepared = prepare(scan, nodule_mask=truth["nodule_labels"])
+        assert prepared.image.shape == (32, 64, 64)
+        for row in truth["nodules"]:
+            voxels = int((prepared.nodule_mask == row["nodule"]).sum())
+            if row["malignant"]:
+                assert ranges.malignant_diameter[0] <= row["diameter_mm"]
+                assert voxels >= 27, f"{pid} nodule {row['nodule']}: {voxels} voxels"
+                # brighter than the lung around it (windowed to [0, 1])
+                inside = prepared.image[prepared.nodule_mask == row["nodule"]].mean()
+                assert inside > prepared.image[prepared.lung_mask > 0].mean() + 0.15
+            else:
+                assert row["diameter_mm"] <= 10.0
