@@ -45,7 +45,7 @@ def main() -> None:
     axes[2].set_title("model input: lung box, 32 x 64 x 64")
     for ax in axes:
         ax.axis("off")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     OUT.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(OUT, dpi=80)
     print(f"wrote {OUT}")
