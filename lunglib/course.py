@@ -47,6 +47,7 @@ def import_tensorflow_quietly():
         import tensorflow as tf
 
         tf.config.list_physical_devices()
+    tf.get_logger().setLevel(logging.ERROR)  # e.g. retracing warnings from Keras' predict
     return tf
 
 
