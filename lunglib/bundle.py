@@ -13,6 +13,8 @@ import json
 import os
 from pathlib import Path
 
+from lunglib.atomic import atomic_path, write_text_atomic
+
 
 def bundle_paths(folder: str | os.PathLike, name: str) -> tuple[Path, Path]:
     """The model file and the metadata file of bundle ``name`` in ``folder``."""
@@ -26,13 +28,9 @@ def save_bundle(model, folder: str | os.PathLike, name: str, **metadata: object)
     Returns the model file's path.
     """
     model_path, meta_path = bundle_paths(folder, name)
-    model_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_model = model_path.with_name(f".{name}.tmp.keras")
-    tmp_meta = meta_path.with_name(f".{name}.json.tmp")
-    model.save(tmp_model)
-    tmp_meta.write_text(json.dumps(metadata, indent=2, sort_keys=True, default=_plain))
-    os.replace(tmp_model, model_path)
-    os.replace(tmp_meta, meta_path)
+    with atomic_path(model_path, keep_suffix=True) as tmp:
+        model.save(tmp)
+    write_text_atomic(meta_path, json.dumps(metadata, indent=2, sort_keys=True, default=_plain))
     return model_path
 
 

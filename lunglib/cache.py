@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lunglib.atomic import write_bytes_atomic
 from lunglib.datasets.base import CTDataset
 from lunglib.preprocess import PREPROCESS_VERSION, PrepareOptions, prepare
 from lunglib.qc import summarize
@@ -65,24 +66,10 @@ def _safe_name(patient_id: str) -> str:
     return patient_id
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through ``<path>.<pid>.tmp`` and :func:`os.replace`.
-
-    The process id in the temporary name keeps two runs on the same folder (two notebooks at
-    once) from writing into each other's temporary file.
-    """
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    atomic_write_bytes(path, buffer.getvalue())
+    write_bytes_atomic(path, buffer.getvalue())
 
 
 def _write_qc(path: Path, rows: Sequence[dict[str, object]]) -> None:
@@ -91,7 +78,7 @@ def _write_qc(path: Path, rows: Sequence[dict[str, object]]) -> None:
     writer.writeheader()
     for row in sorted(rows, key=lambda r: str(r["id"])):
         writer.writerow(row)
-    atomic_write_bytes(path, text.getvalue().encode())
+    write_bytes_atomic(path, text.getvalue().encode())
 
 
 def prepare_one(
@@ -266,7 +253,7 @@ def cache_dataset(
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
     shaping = _shaping(dataset, settings, options)
-    atomic_write_bytes(folder / "settings.json", json.dumps(shaping, indent=2).encode())
+    write_bytes_atomic(folder / "settings.json", json.dumps(shaping, indent=2).encode())
 
     wanted = list(dataset.patient_ids() if ids is None else ids)
     qc_path = folder / "qc.csv"

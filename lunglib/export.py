@@ -13,29 +13,20 @@ Nothing from those modules is printed or returned by lunglib.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
+from lunglib.atomic import atomic_path
 from lunglib.dicom import CTScan
 
 
 def _atomic(path: Path, write) -> Path:
     """Call ``write(tmp_path)`` for a temporary file beside ``path``, then move it in place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes) or ".tmp"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path, keep_suffix=True) as tmp:
+        write(str(tmp))
+    return Path(path)
 
 
 def _check_mask(mask: np.ndarray, scan: CTScan) -> np.ndarray:

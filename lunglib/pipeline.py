@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lunglib.atomic import write_text_atomic
 from lunglib.settings import project_root
 
 
@@ -167,7 +168,7 @@ def write_report(result: RunResult) -> Path:
     for notebook in result.notebooks:
         body, _ = exporter.from_filename(str(notebook))
         page = report_dir / f"{notebook.stem}.html"
-        _write_text_atomic(page, body)
+        write_text_atomic(page, body)
         rows.append(
             f"<tr><td><a href='{page.name}'>{html.escape(notebook.stem)}</a></td>"
             f"<td>{result.seconds.get(notebook.name, '')}</td></tr>"
@@ -187,7 +188,7 @@ def write_report(result: RunResult) -> Path:
         + "</table></body></html>"
     )
     index_path = report_dir / "index.html"
-    _write_text_atomic(index_path, index)
+    write_text_atomic(index_path, index)
     return index_path
 
 
@@ -204,12 +205,6 @@ def _flatten(metrics: Mapping[str, object], prefix: str = "") -> dict[str, objec
 
 def _fmt(value: object) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
-
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def headline(metrics: Mapping[str, object]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lunglib.atomic import write_text_atomic
 from lunglib.bundle import bundle_paths, load_bundle
 from lunglib.dicom import CTScan, load_scan
 from lunglib.export import save_dicom_seg, save_nifti
@@ -142,7 +143,5 @@ def predict_scan(
 
         files["report"] = prediction_report(scan, lung, candidates, result.summary(),
                                             out / "report.png")
-    tmp = out / "prediction.json.tmp"
-    tmp.write_text(json.dumps(result.summary(), indent=2))
-    os.replace(tmp, out / "prediction.json")
+    write_text_atomic(out / "prediction.json", json.dumps(result.summary(), indent=2))
     return result

@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+
+from lunglib.atomic import write_text_atomic
 
 
 class SplitOverlapError(ValueError):
@@ -71,13 +72,7 @@ class Split:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the split as JSON (atomically) and return the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self), handle, indent=1)
-        os.replace(tmp, path)
-        return path
+        return write_text_atomic(path, json.dumps(asdict(self), indent=1))
 
 
 def load_split(path: str | os.PathLike) -> Split:

@@ -40,6 +40,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
+from lunglib.atomic import write_bytes_atomic, write_text_atomic
 from lunglib.settings import default_data_root
 
 DEFAULT_N_PATIENTS = 80
@@ -923,12 +924,6 @@ def _nodule_rows(phantom: Phantom) -> list[dict[str, object]]:
     return rows
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _patient_record(phantom: Phantom) -> dict[str, object]:
     geom = phantom.geometry
     return {
@@ -960,13 +955,13 @@ def generate_patient(spec: PatientSpec, out_dir: str | os.PathLike) -> dict[str,
         spacing_zyx=np.asarray(phantom.geometry.spacing, float),
         origin_xyz=np.asarray(phantom.geometry.origin, float),
     )
-    _atomic_write(truth_dir / f"{spec.patient_id}.npz", buffer.getvalue())
+    write_bytes_atomic(truth_dir / f"{spec.patient_id}.npz", buffer.getvalue())
     final = out_dir / spec.patient_id
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
     record = _patient_record(phantom)
-    _atomic_write(truth_dir / f"{spec.patient_id}.json",
+    write_bytes_atomic(truth_dir / f"{spec.patient_id}.json",
                   json.dumps(record, indent=1, sort_keys=True).encode())
     return record
 
@@ -1139,8 +1134,8 @@ def _write_tables(out_dir: Path, specs: list[PatientSpec], records: dict[str, di
                   parameters: dict[str, object]) -> None:
     labels = [{"id": s.patient_id, "cancer": s.cancer} for s in specs]
     nodules = [row for s in specs for row in records[s.patient_id]["nodules"]]  # type: ignore[union-attr]
-    _atomic_write(out_dir / "labels.csv", _csv_bytes(("id", "cancer"), labels))
-    _atomic_write(out_dir / "nodules.csv", _csv_bytes(NODULE_COLUMNS, nodules))
+    write_bytes_atomic(out_dir / "labels.csv", _csv_bytes(("id", "cancer"), labels))
+    write_bytes_atomic(out_dir / "nodules.csv", _csv_bytes(NODULE_COLUMNS, nodules))
     summary = {
         "parameters": parameters,
         "n_cancer": sum(s.cancer for s in specs),
@@ -1149,7 +1144,7 @@ def _write_tables(out_dir: Path, specs: list[PatientSpec], records: dict[str, di
                   "ground_truth/<patient_id>.npz (nodule_labels int16, lung_mask uint8)",
         "generator": "lunglib.synthetic",
     }
-    _atomic_write(out_dir / "cohort.json", json.dumps(summary, indent=1, sort_keys=True).encode())
+    write_text_atomic(out_dir / "cohort.json", json.dumps(summary, indent=1, sort_keys=True))
 
 
 def read_cohort_parameters(cohort_dir: str | os.PathLike) -> dict[str, object] | None:

@@ -25,6 +25,7 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 
+from lunglib.atomic import write_text_atomic
 from lunglib.cnn import build_cnn
 from lunglib.train import class_weights
 
@@ -319,14 +320,8 @@ def best_config(results: pd.DataFrame) -> dict:
 
 def save_best_config(config: Mapping, path: str | os.PathLike, **extra) -> Path:
     """Write a configuration (plus e.g. ``score=...``) as JSON, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"config": dict(config), **extra}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=1, default=float)
-    os.replace(tmp, path)
-    return path
+    return write_text_atomic(path, json.dumps(payload, indent=1, default=float))
 
 
 def load_best_config(path: str | os.PathLike) -> dict:

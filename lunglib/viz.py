@@ -336,10 +336,10 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     import matplotlib
 
     matplotlib.use("Agg", force=False)
-    from pathlib import Path
-
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
+
+    from lunglib.atomic import write_bytes_atomic
 
     top = candidates.head(n_slices) if len(candidates) else None
     if top is not None:
@@ -380,9 +380,6 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
         ax.set_title(f"slice {z}", fontsize=9)
         ax.axis("off")
     fig.tight_layout()
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(figure_png(fig))
-    os.replace(tmp, path)
+    path = write_bytes_atomic(path, figure_png(fig))
     plt.close(fig)
     return path

@@ -19,8 +19,6 @@ So anyone with LIDC-IDRI can rebuild the patch benchmark from the original data:
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 import pydicom
 from scipy import ndimage
 
+from lunglib.atomic import atomic_path
 from lunglib.datasets.lidc import LIDCDataset, LidcNodule
 from lunglib.dicom import CTScan, DicomLoadError
 from lunglib.qc import QCFinding
@@ -215,17 +214,9 @@ def extract_lidc_patches(
 
 def write_patch_set(arrays: dict[str, np.ndarray], path: str | Path) -> Path:
     """Write patch-set arrays to ``path`` (.npz, compressed) atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".npz.tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez_compressed(handle, **arrays)
+    return Path(path)
 
 
 def build_patch_set(
