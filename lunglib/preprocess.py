@@ -47,7 +47,7 @@ from lunglib.qc import QCFinding
 from lunglib.settings import Settings
 
 #: Bump when a change to this module changes prepared volumes (it is part of the cache key).
-PREPROCESS_VERSION = "1"
+PREPROCESS_VERSION = "2"
 
 LUNG_THRESHOLD_HU = -320
 AIRWAY_THRESHOLDS_HU = (-950, -975, -990, -1000)
@@ -309,7 +309,10 @@ def segment_lungs(
        the lungs) and removed, and the lungs re-selected;
     5. each lung gets a closing of ``closing_mm`` and per-slice filling of holes up to
        ``max_hole_mm2``, which brings back vessels and juxtapleural nodules that the threshold
-       left out (each lung alone, so the mediastinum between them is never filled).
+       left out (each lung alone, so the mediastinum between them is never filled). A hole
+       that opens downwards into the tissue under the lung is left out: that is the top of
+       the liver (or spleen) dome, which pokes up into the lung base and shows, slice by
+       slice, as a disc surrounded by lung -- a hole in 2-D but not in 3-D.
 
     Parameters
     ----------
@@ -359,17 +362,28 @@ def segment_lungs(
     # junction and hole filling would then swallow the mediastinum between them.
     labels, n = ndimage.label(lungs)
     radius = np.maximum(1, np.round(closing_mm / np.asarray(spacing))).astype(int)
+    superior_high = _superior_is_high_z(direction)
     out = np.zeros_like(lungs)
     for k in range(1, n + 1):
-        out |= _close_and_fill(labels == k, radius, spacing, max_hole_mm2)
+        out |= _close_and_fill(labels == k, radius, spacing, max_hole_mm2, superior_high)
     return out.astype(np.uint8)
 
 
 def _close_and_fill(
-    lung: np.ndarray, radius: np.ndarray, spacing: Sequence[float], max_hole_mm2: float
+    lung: np.ndarray,
+    radius: np.ndarray,
+    spacing: Sequence[float],
+    max_hole_mm2: float,
+    superior_high: bool = True,
 ) -> np.ndarray:
     """Box closing (separable max/min filters), then per-slice filling of holes up to
-    ``max_hole_mm2`` (vessels, nodules; not the heart) -- inside the lung's bounding box."""
+    ``max_hole_mm2`` (vessels, nodules; not the heart) -- inside the lung's bounding box.
+
+    The per-slice holes are grouped into 3-D pieces; a piece that lies directly on top of tissue
+    outside the lung (not lung, not a hole) in the next slice towards the feet is a bay open
+    downwards -- the dome of the liver or spleen under the lung base -- and is not filled.
+    A nodule or vessel has lung or more of itself beneath it and is filled as before.
+    """
     lo, hi = lung_bbox(lung)
     lo = np.maximum(lo - radius - 1, 0)
     hi = np.minimum(hi + radius + 2, lung.shape)
@@ -390,10 +404,29 @@ def _close_and_fill(
         fill = areas <= max_hole_mm2
         fill[0] = False
         fill[np.unique(labels[edge])] = False
-        part |= fill[labels]
+        holes = fill[labels]
+        if holes.any():
+            holes &= ~_open_downwards(holes, ~part & ~holes, superior_high)
+        part |= holes
     out = np.zeros_like(lung)
     out[box] = part
     return out
+
+
+def _open_downwards(holes: np.ndarray, outside: np.ndarray, superior_high: bool) -> np.ndarray:
+    """The 3-D pieces of ``holes`` with a voxel right above an ``outside`` voxel (one slice
+    towards the feet); the voxels of those pieces."""
+    pieces, n = ndimage.label(holes)
+    over = np.zeros_like(holes)
+    if superior_high:  # the feet are at lower z
+        over[1:] = holes[1:] & outside[:-1]
+    else:
+        over[:-1] = holes[:-1] & outside[1:]
+    ids = np.unique(pieces[over])
+    ids = ids[ids > 0]
+    if ids.size == 0:
+        return np.zeros_like(holes)
+    return _select(pieces, n, ids)
 
 
 def lung_volume_ml(mask: np.ndarray, spacing: Sequence[float]) -> float:

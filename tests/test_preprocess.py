@@ -131,6 +131,27 @@ def test_real_lidc_lung_mask_excludes_the_trachea(lidc):
 
 
 @pytest.mark.slow
+def test_real_lidc_lung_mask_leaves_the_liver_dome_out(lidc):
+    # The top of the right liver dome pokes up into the lung base of LIDC-IDRI-0001 (about
+    # z = -180 mm): there each axial slice shows it as a ~11 cm2 disc of soft tissue ringed by
+    # lung. Inside a lung mask, a solid region that large can only be a nodule, and this scan's
+    # one nodule covers at most ~3.7 cm2 of a slice -- so no slice may hold more than 6 cm2.
+    _, hu, spacing, mask = lidc
+    pixel_cm2 = spacing[1] * spacing[2] / 100.0
+    largest = []
+    for z in np.flatnonzero(mask.any(axis=(1, 2))):
+        labels, n = ndimage.label((mask[z] > 0) & (hu[z] > -100))
+        if n:
+            largest.append((np.bincount(labels.ravel())[1:].max() * pixel_cm2, int(z)))
+    area, z = max(largest)
+    assert area < 6.0, f"{area:.1f} cm2 of soft tissue inside the lung mask at slice {z}"
+    # The lowest slices of the mask (the posterior recesses) are still lung, partial volume
+    # with the diaphragm included: mean below -350 HU.
+    zs = np.flatnonzero(mask.any(axis=(1, 2)))[:4]
+    assert all(hu[z][mask[z] > 0].mean() < -350 for z in zs)
+
+
+@pytest.mark.slow
 def test_prepare_real_lidc(lidc):
     scan = lidc[0]
     settings = Settings(size=64, n_slices=32)
@@ -172,6 +193,22 @@ def test_segment_lungs_matches_synthetic_ground_truth(synthetic_cohort):
         scan = dataset.load_scan(pid)
         truth = dataset.lung_mask(pid, scan)
         assert _dice(segment_lungs(scan.hu, scan.spacing, scan.direction), truth) > 0.95
+
+
+def test_segment_lungs_leaves_the_synthetic_liver_dome_out():
+    # Synthetic patients have a liver dome (55 HU) under the right diaphragm, rising 25-45 mm
+    # into the lung base; make_patient gives each voxel's true tissue, so we can count the liver
+    # that ends up in the mask. Filling per-slice holes over the dome put 4-12 mL of liver in
+    # the masks of these three patients; the closing alone leaves under 1 mL at the dome's tip.
+    from lunglib.synthetic import DEFAULT_MATRIX, TISSUES, cohort_specs, make_patient
+
+    for spec in cohort_specs(3, seed=0, matrix=DEFAULT_MATRIX, difficulty=0.5):
+        phantom = make_patient(spec)
+        spacing = phantom.geometry.spacing
+        mask = segment_lungs(phantom.hu, spacing) > 0
+        liver_ml = lung_volume_ml(mask & (phantom.tissue == TISSUES["liver"]), spacing)
+        assert liver_ml < 1.5, f"{spec.patient_id}: {liver_ml:.1f} mL of liver in the lung mask"
+        assert _dice(mask, phantom.lung_mask) > 0.99
 
 
 def test_prepare_keeps_every_nodule_of_the_synthetic_cohort(synthetic_cohort):
