@@ -58,7 +58,7 @@ def open_dataset(
         datasets that take them (synthetic, dsb2017, luna16). LIDC-IDRI and Lung-PET-CT-Dx
         derive their labels from their annotations.
     **kwargs
-        Passed to the adapter (e.g. ``consensus_fraction`` for ``lidc``).
+        Passed to the adapter (e.g. ``consensus_fraction`` or ``annotations="xml"`` for ``lidc``).
     """
     key = _ALIASES.get(name.lower(), name.lower())
     if key == "patches":

