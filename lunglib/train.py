@@ -75,14 +75,13 @@ def training_arrays(source, size: int = 40) -> tuple[np.ndarray, np.ndarray, np.
     """
     if hasattr(source, "binary_labels"):
         patches, y = source.binary_labels()
-        if patches.patient_ids is None:
-            raise ValueError(f"{patches.source}: no patient ids, so no patient-level split")
+        groups = patches.patient_groups()  # raises for files without patient ids (MedMNIST)
         if patches.units != "HU" or patches.images.ndim != 3:
             raise ValueError(f"{patches.source}: expected 2D HU patches, got {patches.units} "
                              f"{patches.images.shape[1:]}")
         spacing = patches.extra.get("pixel_spacing_mm")
         x = patch_inputs(patches.images, patches.masks, spacing, size=size)
-        return x, y.astype(np.int64), np.asarray(patches.patient_ids)
+        return x, y.astype(np.int64), groups
     ids = list(source.labels())
     x, y = cache_arrays(source, ids)
     return x, y, np.asarray(ids)

@@ -6,9 +6,16 @@ Two npz formats are read by :func:`load_patch_set`:
   :func:`lunglib.datasets.extract.extract_lidc_patches`): ``image`` (N, 71, 71) int16 HU, ``mask``,
   ``malignancy`` 1-5 (the outlining reader's), ``patient_id``, ``nodule_id`` and more; files written
   by the extractor also hold 3D cubes (``image_3d``, ``mask_3d``), read with ``kind="3d"``;
-* **MedMNIST NoduleMNIST3D** (``nodulemnist3d.npz`` with ``train_images``, ``train_labels``,
-  ``val_*``, ``test_*``): 28^3 uint8 cubes with a binary label and the official split, no masks,
-  no ratings and no patient ids (so no patient-level re-splitting is possible).
+* **MedMNIST NoduleMNIST3D** (MedMNIST v2; ``nodulemnist3d.npz`` at 28^3 and
+  ``nodulemnist3d_64.npz`` at 64^3, the two sizes MedMNIST publishes for its 3D sets): the arrays
+  ``train_images``, ``val_images``, ``test_images`` (N, S, S, S) uint8 0-255 and
+  ``train_labels``, ``val_labels``, ``test_labels`` (N, 1), MedMNIST's official 7:1:2 split
+  (1158 / 165 / 310 nodules). Label meaning, as MedMNIST documents it (``medmnist.INFO``): 0 =
+  benign, 1 = malignant, made from the LIDC-IDRI malignancy ratings 1-2 (benign) and 4-5
+  (malignant), rating 3 left out -- the same rule as :meth:`PatchSet.binary_labels`' defaults.
+  The files hold no masks, no ratings and **no patient ids**: a patient-level (re-)split is
+  impossible (:meth:`PatchSet.patient_groups` raises), and MedMNIST does not say that its own
+  split keeps each patient's nodules together.
 """
 
 from __future__ import annotations
@@ -19,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 _MEDMNIST_SPLITS = ("train", "val", "test")
+MEDMNIST_LABELS = {0: "benign", 1: "malignant"}
+"""NoduleMNIST3D label meaning (``medmnist.INFO["nodulemnist3d"]["label"]``)."""
+MEDMNIST_RULE = (2, 4)
+"""(benign_max, malignant_min) of the ratings MedMNIST made its labels from."""
 
 
 @dataclass
@@ -89,18 +100,44 @@ class PatchSet:
             extra={k: v[index] for k, v in self.extra.items()},
         )
 
+    def patient_groups(self) -> np.ndarray:
+        """The patient of every patch, for patient-level splits (``groups`` in scikit-learn).
+
+        Raises
+        ------
+        ValueError
+            When the file has no patient ids (MedMNIST NoduleMNIST3D): a patient-level split is
+            impossible; use the file's own ``split`` instead, knowing that it is not documented
+            to keep each patient's nodules on one side.
+        """
+        if self.patient_ids is None:
+            own = sorted(set(self.split)) if self.split is not None else []
+            raise ValueError(
+                f"{self.source}: the patch set has no patient ids, so no patient-level split is "
+                f"possible; use its own split (PatchSet.split: {', '.join(own) or 'none'}), "
+                "or a patch set with patient ids (LIDC format, lunglib's extractor)"
+            )
+        return np.asarray(self.patient_ids)
+
     def binary_labels(
         self, benign_max: int = 2, malignant_min: int = 4
     ) -> tuple[PatchSet, np.ndarray]:
         """Patches with a benign/malignant label, and those labels (1 = malignant).
 
         Ratings <= ``benign_max`` are benign, >= ``malignant_min`` malignant; the ones in between
-        (3, "indeterminate", with the defaults) are dropped. A file with ready labels (MedMNIST)
-        keeps all its patches.
+        (3, "indeterminate", with the defaults) are dropped. A file with ready labels and no
+        ratings (MedMNIST) keeps all its patches; its labels were made with ratings <= 2 benign
+        and >= 4 malignant, so other thresholds cannot be applied to it and raise ``ValueError``.
         """
         if self.malignancy is None:
             if self.labels is None:
                 raise ValueError(f"{self.source}: the patch set has neither ratings nor labels")
+            if (benign_max, malignant_min) != MEDMNIST_RULE:
+                raise ValueError(
+                    f"{self.source}: the labels are fixed (ratings <= {MEDMNIST_RULE[0]} benign, "
+                    f">= {MEDMNIST_RULE[1]} malignant) and the file has no ratings, so "
+                    f"benign_max={benign_max}, malignant_min={malignant_min} cannot be applied"
+                )
             return self, self.labels.astype(np.int8)
         if benign_max >= malignant_min:
             raise ValueError(
@@ -138,20 +175,48 @@ def _load_lidc_format(data: np.lib.npyio.NpzFile, path: Path, kind: str) -> Patc
 
 
 def _load_medmnist(data: np.lib.npyio.NpzFile, path: Path, split: str | None) -> PatchSet:
+    found = sorted(data.files)
     splits = [split] if split else [s for s in _MEDMNIST_SPLITS if f"{s}_images" in data]
+    images, labels, names = [], [], []
     for s in splits:
         if f"{s}_images" not in data or f"{s}_labels" not in data:
+            raise ValueError(f"{path}: no '{s}_images'/'{s}_labels' arrays; found {found}")
+        x, y = data[f"{s}_images"], data[f"{s}_labels"]
+        if x.ndim != 4 or not x.shape[1] == x.shape[2] == x.shape[3]:
             raise ValueError(
-                f"{path}: no '{s}_images'/'{s}_labels' arrays; found {sorted(data.files)}"
+                f"{path}: '{s}_images' has shape {x.shape}; a NoduleMNIST3D file holds cubes "
+                "(N, S, S, S), S = 28 or 64 (2D MedMNIST sets are not nodule patch sets)"
             )
-    images = np.concatenate([data[f"{s}_images"] for s in splits])
-    labels = np.concatenate([data[f"{s}_labels"].reshape(-1) for s in splits]).astype(np.int8)
-    names = np.concatenate([np.full(len(data[f"{s}_images"]), s) for s in splits])
-    return PatchSet(images=images, labels=labels, split=names, units="uint8", source=str(path))
+        if x.dtype != np.uint8:
+            raise ValueError(f"{path}: '{s}_images' is {x.dtype}; MedMNIST stores uint8 0-255")
+        if y.shape not in ((len(x), 1), (len(x),)):
+            raise ValueError(
+                f"{path}: '{s}_labels' has shape {y.shape}, expected ({len(x)}, 1) for "
+                f"{len(x)} images"
+            )
+        y = y.reshape(-1)
+        if y.size and not np.isin(y, list(MEDMNIST_LABELS)).all():
+            raise ValueError(
+                f"{path}: '{s}_labels' holds {sorted(np.unique(y).tolist())}; NoduleMNIST3D "
+                "labels are 0 (benign) and 1 (malignant)"
+            )
+        images.append(x)
+        labels.append(y.astype(np.int8))
+        names.append(np.full(len(x), s))
+    sides = sorted({x.shape[1] for x in images})
+    if len(sides) > 1:
+        raise ValueError(f"{path}: the splits hold cubes of different sizes {sides}")
+    return PatchSet(
+        images=np.concatenate(images),
+        labels=np.concatenate(labels),
+        split=np.concatenate(names),
+        units="uint8",
+        source=str(path),
+    )
 
 
 def load_patch_set(path: str | Path, kind: str = "2d", split: str | None = None) -> PatchSet:
-    """Read a nodule patch npz file (LIDC patch format or MedMNIST NoduleMNIST3D).
+    """Read a nodule patch npz file (LIDC patch format, or MedMNIST NoduleMNIST3D 28^3 / 64^3).
 
     Parameters
     ----------
@@ -160,7 +225,8 @@ def load_patch_set(path: str | Path, kind: str = "2d", split: str | None = None)
     kind : {"2d", "3d"}
         LIDC patch files: the 2D patches or the extractor's 3D cubes.
     split : {"train", "val", "test"} or None
-        MedMNIST files: read one of the official splits; all three by default.
+        MedMNIST files: read one of the official splits; all three by default (their name per
+        patch is in ``PatchSet.split``). MedMNIST files have no patient ids, see the module notes.
 
     Returns
     -------
