@@ -15,6 +15,8 @@ from collections.abc import Sequence
 import keras
 from keras import layers, regularizers
 
+HEADS = ("flatten", "global_max", "global_avg")
+
 
 def _as_filters(filters: int | Sequence[int], n_conv_layers: int) -> list[int]:
     if isinstance(filters, int):
@@ -52,6 +54,7 @@ def build_cnn(
     learning_rate: float = 1e-3,
     n_classes: int = 2,
     batch_norm: bool = False,
+    head: str = "flatten",
     name: str = "cnn",
 ) -> keras.Model:
     """Build and compile a CNN classifier.
@@ -83,6 +86,11 @@ def build_cnn(
         ``accuracy``).
     batch_norm
         Insert BatchNormalization between every convolution and its ReLU.
+    head
+        How the last feature maps become one vector: ``"flatten"`` keeps every position (the
+        classic CNN; the dense layer learns *where* a feature is), ``"global_max"`` keeps each
+        filter's strongest response anywhere (translation invariant: a nodule counts wherever it
+        is, which matters when a few dozen scans must teach the model), ``"global_avg"`` its mean.
     name
         Model name.
 
@@ -120,6 +128,8 @@ def build_cnn(
         raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
     if n_classes < 2:
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if head not in HEADS:
+        raise ValueError(f"head must be one of {', '.join(HEADS)}; got {head!r}")
     filter_list = _as_filters(filters, n_conv_layers)
 
     three_d = len(input_shape) == 4
@@ -142,7 +152,16 @@ def build_cnn(
             x = layers.BatchNormalization(name=f"bn{i}")(x)
         x = layers.Activation("relu", name=f"relu{i}")(x)
         x = pool(pool_size, name=f"pool{i}")(x)
-    x = layers.Flatten(name="flatten")(x)
+    if head == "flatten":
+        x = layers.Flatten(name="flatten")(x)
+    else:
+        global_pool = {
+            ("global_max", True): layers.GlobalMaxPooling3D,
+            ("global_max", False): layers.GlobalMaxPooling2D,
+            ("global_avg", True): layers.GlobalAveragePooling3D,
+            ("global_avg", False): layers.GlobalAveragePooling2D,
+        }[head, three_d]
+        x = global_pool(name=head)(x)
     if dropout > 0:
         x = layers.Dropout(dropout, name="dropout_flat")(x)
     x = layers.Dense(dense_units, activation="relu", kernel_regularizer=reg, name="dense")(x)

@@ -80,6 +80,28 @@ def test_too_many_pooling_layers_names_the_maximum():
 
 
 @pytest.mark.parametrize(
+    "head, layer",
+    [("global_max", "GlobalMaxPooling3D"), ("global_avg", "GlobalAveragePooling3D")],
+)
+def test_global_pooling_head_is_translation_invariant(head, layer):
+    model = build_cnn((8, 16, 16, 1), n_conv_layers=2, filters=4, dense_units=4, dropout=0.0,
+                      head=head)
+    assert not _layers(model, keras.layers.Flatten)
+    assert len(_layers(model, getattr(keras.layers, layer))) == 1
+    # a bright blob gives the same output wherever it sits (shifted by whole pooling cells, away
+    # from the border); a flatten head weighs each position differently
+    blob = np.zeros((2, 8, 16, 16, 1), np.float32)
+    blob[0, 2:4, 4:6, 4:6] = 1.0
+    blob[1, 2:4, 8:10, 8:10] = 1.0
+    out = model.predict(blob, verbose=0)
+    assert out[0, 0] == pytest.approx(out[1, 0], abs=1e-6)
+    keras.utils.set_random_seed(0)
+    flat = build_cnn((8, 16, 16, 1), n_conv_layers=2, filters=4, dense_units=4, dropout=0.0)
+    out_flat = flat.predict(blob, verbose=0)
+    assert abs(out_flat[0, 0] - out_flat[1, 0]) > 1e-6
+
+
+@pytest.mark.parametrize(
     "kwargs, message",
     [
         ({"input_shape": (64, 64)}, "channel"),
@@ -89,6 +111,7 @@ def test_too_many_pooling_layers_names_the_maximum():
         ({"learning_rate": 0.0}, "learning_rate"),
         ({"n_classes": 1}, "n_classes"),
         ({"n_conv_layers": 0}, "n_conv_layers"),
+        ({"head": "flat"}, "head must be one of flatten, global_max, global_avg"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(kwargs, message):
