@@ -245,6 +245,47 @@ def test_prepare_does_not_depend_on_slice_order(synthetic_cohort):
     assert _dice(a.lung_mask, b.lung_mask[::-1]) > 0.97
 
 
+def test_bin_shrink_in_slabs_matches_one_sitk_binshrink(monkeypatch):
+    from lunglib import preprocess as pp
+
+    monkeypatch.setattr(pp, "_SLAB_BYTES", 4000)  # many slabs even for a small volume
+    rng = np.random.default_rng(1)
+    direction, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    geometry = pp._Geometry(np.array([0.7, 0.8, 2.5]), np.array([-120.0, 30.0, -300.0]), direction)
+    for dtype in (np.int16, np.float32):
+        volume = rng.integers(-1024, 2000, (23, 17, 30)).astype(dtype)
+        for factors in ([4, 3, 1], [2, 2, 3], [1, 1, 1]):
+            ref = sitk.BinShrink(geometry.image(volume), factors)
+            np.testing.assert_array_equal(pp._bin_shrink(volume, factors),
+                                          sitk.GetArrayFromImage(ref))
+            shrunk = geometry.shrunk(factors)
+            np.testing.assert_allclose(shrunk.origin, ref.GetOrigin(), atol=1e-9)
+            np.testing.assert_allclose(shrunk.spacing, ref.GetSpacing())
+    with pytest.raises(ValueError, match="fewer voxels than one block"):
+        pp._bin_shrink(np.zeros((2, 8, 8), np.int16), [1, 1, 3])
+
+
+def test_prepare_equals_the_whole_image_simpleitk_path(synthetic_cohort):
+    # prepare() keeps the scan a NumPy array and cuts it before SimpleITK sees it; the public
+    # step functions on a whole-scan SimpleITK image must give the very same volume.
+    from lunglib.datasets import SyntheticDataset
+    from lunglib.preprocess import box_grid, lung_bbox, resample_box
+
+    dataset = SyntheticDataset(synthetic_cohort)
+    for pid in dataset.patient_ids():
+        scan = dataset.load_scan(pid)
+        out = prepare(scan, Settings(size=40, n_slices=20))
+        image = scan.to_sitk()
+        small = shrink_to(image, 2.5)
+        lungs = segment_lungs(sitk.GetArrayFromImage(small), small.GetSpacing()[::-1],
+                              scan.direction)
+        lo, hi = lung_bbox(lungs)
+        grid = box_grid(small, lo, hi, (20, 40, 40), margin_mm=5.0, square=True)
+        np.testing.assert_allclose(grid.origin, out.bbox_mm[0], atol=1e-6)
+        expected = window(resample_box(image, grid, default=float(scan.hu.min())))
+        np.testing.assert_allclose(out.image, expected, atol=1e-6)
+
+
 def test_prepare_without_lungs_is_a_qc_finding_not_a_crash():
     hu = np.full((20, 64, 64), -1000, np.int16)
     yy, xx = np.mgrid[:64, :64]
