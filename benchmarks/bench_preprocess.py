@@ -38,8 +38,10 @@ Lung_Dx B40f        0.06    0.11    0.08     18.1        238x (wall 214x)  3.20
 Before/after (commit b43097f, PREPROCESS_VERSION 1, against this version, three interleaved
 rounds of ``--runs 5 --skip-kaggle``, CPU seconds): ``prepare`` on LIDC-IDRI-0001 went from
 0.40-0.44 s (1.5-2.3x decode) to 0.19-0.24 s (1.05-1.4x decode), on the 30-slice Lung_Dx series
-from 0.07-0.11 s to 0.05-0.08 s; prepared volumes are identical (image, masks, box). Peak memory
-for the 300x512x512 series fell from 684 to 475 MiB.
+from 0.07-0.11 s to 0.05-0.08 s. The speed-up leaves prepared volumes bit-identical (image,
+masks, box); version 2 lung masks differ from version 1 only where the liver dome is now left
+out (57 of 26055 mask voxels on LIDC-IDRI-0001). Peak memory for the 300x512x512 series fell
+from 684 to 475 MiB.
 
 **Target load+prepare <= 1.5x decode: not met** (2.9-3.4x here; load and prepare each take
 about 1x-2x decode on this busy machine). It is out of reach as long as ``load_scan`` alone
