@@ -154,3 +154,109 @@ def summarize(scores: pd.DataFrame, by: str = "case_id") -> pd.DataFrame:
                       "hd95_undefined": int(grouped["hd95_mm"].isna().sum())},
     }
     return pd.DataFrame.from_dict(rows, orient="index")
+
+
+def score_nodules(
+    labels: np.ndarray,
+    pred: np.ndarray,
+    case_id: str,
+    spacing: Sequence[float] | None = None,
+    margin: Sequence[int] | int = (2, 8, 8),
+) -> pd.DataFrame:
+    """Dice, IoU and HD95 in a box around each true nodule ("per-nodule" or patch-level scores).
+
+    Each nodule's bounding box, grown by ``margin`` voxels per axis, is cut from the truth (all
+    nodules, not just this one) and the prediction and scored like a case of
+    :func:`score_cases`. False positives elsewhere in the scan do not count -- this measures how
+    well found nodules are outlined, the level at which patch benchmarks (e.g. LIDC) report;
+    whole-scan scores measure that *and* the false positives.
+
+    Parameters
+    ----------
+    labels : ndarray (z, y, x)
+        Nodule label image: 0 background, k inside nodule k (a binary mask counts as one
+        nodule per connected component).
+    pred : ndarray, same shape
+        Predicted binary mask.
+    case_id : str
+        Kept as the ``case_id`` column (e.g. the patient id).
+    spacing : sequence of float, optional
+        Voxel size in mm, for ``hd95_mm``.
+    margin : int or sequence of int, default (2, 8, 8)
+        Voxels added to each side of the nodule's bounding box, per axis.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``case_id, nodule, dice, iou, hd95_mm, true_voxels, pred_voxels``; one row per
+        nodule (none when ``labels`` is empty).
+    """
+    labels = np.asarray(labels)
+    pred = np.asarray(pred) > 0
+    if labels.shape != pred.shape:
+        raise ValueError(f"labels {labels.shape} and pred {pred.shape} must have the same shape")
+    if labels.dtype == bool or labels.max(initial=0) <= 1:
+        labels, _ = ndimage.label(labels > 0)
+    margin = np.broadcast_to(np.asarray(margin, dtype=int), (labels.ndim,))
+    truth = labels > 0
+    rows = []
+    for k, found in enumerate(ndimage.find_objects(labels), start=1):
+        if found is None:
+            continue
+        box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
+                    for s, m, n in zip(found, margin, labels.shape, strict=True))
+        t, p = truth[box], pred[box]
+        rows.append({
+            "case_id": str(case_id), "nodule": k, "dice": dice(t, p), "iou": iou(t, p),
+            "hd95_mm": hausdorff95(t, p, spacing),
+            "true_voxels": int(np.count_nonzero(labels[box] == k)),
+            "pred_voxels": int(np.count_nonzero(p)),
+        })
+    return pd.DataFrame(rows, columns=["case_id", "nodule", "dice", "iou", "hd95_mm",
+                                       "true_voxels", "pred_voxels"])
+
+
+def choose_postprocessing(
+    probs: Sequence[np.ndarray],
+    truths: Sequence[np.ndarray],
+    spacings: Sequence[Sequence[float]],
+    thresholds: Sequence[float] = (0.3, 0.5, 0.7, 0.9),
+    min_volumes_mm3: Sequence[float] = (0.0, 20.0, 50.0, 100.0),
+) -> pd.DataFrame:
+    """Mean whole-scan Dice of every (threshold, minimum volume) pair, best first.
+
+    Run it on the **validation** patients' probability maps; take the first row for the test
+    patients. The masks are those of :func:`lunglib.segment.candidate_mask`.
+
+    Parameters
+    ----------
+    probs, truths : sequence of ndarray (z, y, x)
+        Probability maps and ground-truth masks (nonzero = nodule), patient by patient.
+    spacings : sequence of spacing tuples
+        Voxel size (z, y, x) in mm of each patient.
+    thresholds, min_volumes_mm3 : sequence of float
+        The grid searched.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``threshold, min_volume_mm3, dice`` (mean over patients), sorted by ``dice``
+        descending; ties go to the lower threshold and the smaller minimum volume.
+    """
+    from lunglib.segment import candidate_mask
+
+    if not len(probs) == len(truths) == len(spacings) or len(probs) == 0:
+        raise ValueError(
+            f"probs ({len(probs)}), truths ({len(truths)}) and spacings ({len(spacings)}) must "
+            "have the same, non-zero length"
+        )
+    rows = []
+    for threshold in thresholds:
+        for volume in min_volumes_mm3:
+            scores = [dice(np.asarray(t) > 0, candidate_mask(p, s, threshold, volume))
+                      for p, t, s in zip(probs, truths, spacings, strict=True)]
+            rows.append({"threshold": float(threshold), "min_volume_mm3": float(volume),
+                         "dice": float(np.mean(scores))})
+    table = pd.DataFrame(rows)
+    return table.sort_values(["dice", "threshold", "min_volume_mm3"],
+                             ascending=[False, True, True], ignore_index=True)

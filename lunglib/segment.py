@@ -1,16 +1,19 @@
 """Nodule segmentation around a U-Net: training patches, whole-scan inference, candidates.
 
 - :func:`sample_patches` cuts training patches from a volume: positives centred (with jitter) on
-  nodules, negatives centred on random lung voxels.
-- :func:`predict_volume` slides a 2D (per slice) or 3D patch model over the bounding box of the
-  lung mask and averages the overlapping windows into a probability map.
+  nodules, negatives centred on random lung voxels -- or, with ``hard_fraction``, on bright lung
+  voxels away from the nodules (vessels: the look-alikes a model must learn to reject). With
+  ``context`` a 2D patch carries its neighbouring slices as channels ("2.5D").
+- :func:`predict_volume` slides a 2D (per slice, optionally 2.5D) or 3D patch model over the
+  bounding box of the lung mask and averages the overlapping windows into a probability map.
 - :func:`find_candidates` turns a probability map into a table of nodule candidates with
-  volume, equivalent diameter, centroid (voxel and mm) and peak probability.
+  volume, equivalent diameter, centroid (voxel and mm) and peak probability;
+  :func:`candidate_mask` keeps the voxels of the candidates above a minimum volume.
 
 The model is anything with a Keras-style ``predict(batch, batch_size=..., verbose=0)`` that
-maps ``(n, *patch_shape, 1)`` to probabilities of the same shape; this module imports no
-TensorFlow. Work in one voxel grid throughout: the probability map, masks and geometry given to
-:func:`find_candidates` must all describe the same grid.
+maps ``(n, *patch_shape, channels)`` to probabilities of shape ``(n, *patch_shape, 1)``; this
+module imports no TensorFlow. Work in one voxel grid throughout: the probability map, masks and
+geometry given to :func:`find_candidates` must all describe the same grid.
 """
 
 from __future__ import annotations
@@ -70,6 +73,10 @@ def sample_patches(
     rng: np.random.Generator | int | None = None,
     jitter: Sequence[int] | int | None = None,
     fill: float | None = None,
+    context: int = 0,
+    hard_fraction: float = 0.0,
+    hard_level: float | None = None,
+    hard_margin: int = 3,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training patches of an image and its binary nodule mask.
 
@@ -97,13 +104,29 @@ def sample_patches(
         the middle.
     fill : float, optional
         Value outside the image; default ``image.min()``.
+    context : int, default 0
+        For in-plane patches of a 3D image only: also return the ``context`` slices above and
+        below each patch, as channels (a "2.5D" input: the network can tell a vessel, which
+        continues through the neighbouring slices, from a nodule, which ends). The mask stays
+        that of the centre slice.
+    hard_fraction : float, default 0
+        Fraction of the negative patches centred on *bright* lung voxels (``image >=
+        hard_level``) at least ``hard_margin`` voxels from any nodule -- in a CT that is mostly
+        vessels, the structures a nodule model confuses with nodules. The rest are centred on
+        random lung voxels. Falls back to random lung voxels when there is no bright one.
+    hard_level : float, optional
+        Intensity that counts as bright; default the 97th percentile of ``image`` inside the
+        lung mask.
+    hard_margin : int, default 3
+        Distance, in voxels (in 3D), that hard negatives keep from nodules.
 
     Returns
     -------
     images, masks : ndarray
-        ``(n, *patch_shape)`` float32 images and uint8 0/1 masks, positives first. Negative
-        patches may contain part of a nodule by chance; their masks show it. Add the channel
-        axis (``[..., None]``) for Keras.
+        ``(n, *patch_shape)`` float32 images and uint8 0/1 masks, positives first; with
+        ``context`` the images are ``(n, h, w, 2 * context + 1)`` (centre slice in the middle
+        channel). Negative patches may contain part of a nodule by chance; their masks show it.
+        Add the channel axis (``[..., None]``) for Keras where there is none.
     """
     image = np.asarray(image)
     if nodule_mask.shape != image.shape or lung_mask.shape != image.shape:
@@ -112,12 +135,20 @@ def sample_patches(
             f"{lung_mask.shape} must have the same shape"
         )
     planar = image.ndim == 3 and len(patch_shape) == 2
-    shape = _check_shape((1, *patch_shape) if planar else patch_shape, image.ndim)
+    context = int(context)
+    if context < 0 or (context and not planar):
+        raise ValueError(
+            f"context={context}: neighbouring slices as channels need in-plane (h, w) patches of "
+            "a 3D image and context >= 0"
+        )
+    if not 0.0 <= hard_fraction <= 1.0:
+        raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
+    shape = _check_shape((1 + 2 * context, *patch_shape) if planar else patch_shape, image.ndim)
     if n_pos < 0 or n_neg < 0:
         raise ValueError(f"n_pos and n_neg must be >= 0, got {n_pos} and {n_neg}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
     if jitter is None:
-        jitter = tuple(p // 4 for p in shape)
+        jitter = (0, *(p // 4 for p in shape[1:])) if planar else tuple(p // 4 for p in shape)
     jitter = np.broadcast_to(np.asarray(jitter, dtype=int), (image.ndim,))
     fill = float(image.min()) if fill is None else fill
     binary = (np.asarray(nodule_mask) > 0).astype(np.uint8)
@@ -130,16 +161,30 @@ def sample_patches(
             centre = voxels[k][rng.integers(0, len(voxels[k]))]
             centres.append(centre + rng.integers(-jitter, jitter + 1))
     if n_neg:
-        lung_voxels = np.argwhere(np.asarray(lung_mask) > 0)
+        lung = np.asarray(lung_mask) > 0
+        lung_voxels = np.argwhere(lung)
         if len(lung_voxels) == 0:
             raise ValueError("lung_mask is empty: no voxel to centre a negative patch on")
-        centres.extend(lung_voxels[rng.integers(0, len(lung_voxels), size=n_neg)])
+        n_hard = int(round(hard_fraction * n_neg))
+        if n_hard:
+            level = float(np.percentile(image[lung], 97)) if hard_level is None else hard_level
+            near = binary.astype(bool)
+            if hard_margin > 0 and near.any():
+                near = ndimage.binary_dilation(near, iterations=int(hard_margin))
+            bright = np.argwhere(lung & (image >= level) & ~near)
+            if len(bright):
+                centres.extend(bright[rng.integers(0, len(bright), size=n_hard)])
+            else:
+                n_hard = 0
+        centres.extend(lung_voxels[rng.integers(0, len(lung_voxels), size=n_neg - n_hard)])
 
     images = np.empty((len(centres), *shape), dtype=np.float32)
     masks = np.empty((len(centres), *shape), dtype=np.uint8)
     for i, centre in enumerate(centres):
         images[i] = extract_patch(image, centre, shape, fill)
         masks[i] = extract_patch(binary, centre, shape, 0)
+    if planar and context:
+        return np.moveaxis(images, 1, -1), masks[:, context]
     if planar:
         return images[:, 0], masks[:, 0]
     return images, masks
@@ -194,6 +239,7 @@ def predict_volume(
     margin: Sequence[int] | int = 2,
     fill: float | None = None,
     clip_to_lung: bool = True,
+    context: int = 0,
 ) -> np.ndarray:
     """Nodule probability for every voxel, by a sliding window over the lungs' bounding box.
 
@@ -222,6 +268,10 @@ def predict_volume(
         (in-plane only for a 2D model) -- chest wall, mediastinum -- which a model trained
         on lung patches has never seen. The lung mask must then include the nodules (as
         ``segment_lungs`` and the synthetic cohort's masks do).
+    context : int, default 0
+        For a 2.5D model (2D input with ``2 * context + 1`` channels, trained on
+        ``sample_patches(..., context=context)``): each slice is given with its ``context``
+        neighbours above and below as channels, padded with ``fill`` beyond the volume.
 
     Returns
     -------
@@ -231,6 +281,9 @@ def predict_volume(
     if image.ndim != 3:
         raise ValueError(f"image must be a (z, y, x) volume, got shape {image.shape}")
     patch = tuple(int(s) for s in patch_shape)
+    context = int(context)
+    if context < 0 or (context and len(patch) != 2):
+        raise ValueError(f"context={context} needs a 2D patch_shape (h, w) and context >= 0")
     if len(patch) == 2:
         window = (1, *patch)
     elif len(patch) == 3:
@@ -252,6 +305,19 @@ def predict_volume(
     region = image[box]
     pad = [(0, max(0, w - n)) for w, n in zip(window, region.shape, strict=True)]
     region = np.pad(region, pad, mode="constant", constant_values=fill)
+    if context:  # neighbouring slices, from the image itself where they exist
+        z0, z1 = box[0].start, box[0].stop
+        below = image[max(z0 - context, 0):z0, box[1], box[2]]
+        above = image[z1:z1 + context, box[1], box[2]]
+        sides = [(0, 0), (0, region.shape[1] - below.shape[1]),
+                 (0, region.shape[2] - below.shape[2])]
+        below = np.pad(below, sides, mode="constant", constant_values=fill)
+        above = np.pad(above, sides, mode="constant", constant_values=fill)
+        stacked = np.concatenate([below, region[: z1 - z0], above])
+        stacked = np.pad(stacked, [(context - len(below), context - len(above)), (0, 0), (0, 0)],
+                         mode="constant", constant_values=fill)
+    else:
+        stacked = region
     corners = [
         (z, y, x)
         for z in _starts(region.shape[0], window[0], stride[0])
@@ -262,12 +328,19 @@ def predict_volume(
     count = np.zeros(region.shape, dtype=np.float32)
     for first in range(0, len(corners), batch_size):
         chunk = corners[first:first + batch_size]
-        batch = np.stack([
-            region[z:z + window[0], y:y + window[1], x:x + window[2]] for z, y, x in chunk
-        ])
-        if len(patch) == 2:
-            batch = batch[:, 0]
-        prob = np.asarray(model.predict(batch[..., None], batch_size=batch_size, verbose=0))
+        if context:
+            batch = np.stack([
+                np.moveaxis(stacked[z:z + 1 + 2 * context, y:y + window[1], x:x + window[2]],
+                            0, -1)
+                for z, y, x in chunk
+            ])
+        else:
+            batch = np.stack([
+                region[z:z + window[0], y:y + window[1], x:x + window[2]] for z, y, x in chunk
+            ])[..., None]
+            if len(patch) == 2:
+                batch = batch[:, 0]
+        prob = np.asarray(model.predict(batch, batch_size=batch_size, verbose=0))
         prob = prob.reshape(len(chunk), *window)
         for (z, y, x), p in zip(chunk, prob, strict=True):
             total[z:z + window[0], y:y + window[1], x:x + window[2]] += p
@@ -361,3 +434,46 @@ def find_candidates(
     table = table.sort_values(["peak_prob", "volume_mm3"], ascending=False, ignore_index=True)
     table.insert(0, "candidate", np.arange(1, len(table) + 1))
     return table
+
+
+def candidate_mask(
+    prob: np.ndarray,
+    spacing: Sequence[float],
+    threshold: float = 0.5,
+    min_volume_mm3: float = 0.0,
+    connectivity: int = 3,
+) -> np.ndarray:
+    """Binary nodule mask: ``prob > threshold``, without components smaller than a volume.
+
+    The voxels of the candidates that :func:`find_candidates` lists with the same arguments,
+    as a mask to score (Dice) or export.
+
+    Parameters
+    ----------
+    prob : ndarray (z, y, x)
+        Probability map.
+    spacing : sequence of float
+        Voxel size (z, y, x) in mm.
+    threshold, min_volume_mm3, connectivity
+        As for :func:`find_candidates`.
+
+    Returns
+    -------
+    ndarray of bool, shape of ``prob``
+    """
+    prob = np.asarray(prob)
+    if prob.ndim != 3:
+        raise ValueError(f"prob must be a (z, y, x) volume, got shape {prob.shape}")
+    spacing = tuple(float(s) for s in spacing)
+    if len(spacing) != 3 or min(spacing) <= 0:
+        raise ValueError(f"spacing {spacing} must be three positive sizes (z, y, x) in mm")
+    if connectivity not in (1, 2, 3):
+        raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
+    structure = ndimage.generate_binary_structure(3, connectivity)
+    labels, n = ndimage.label(prob > threshold, structure=structure)
+    if n == 0 or min_volume_mm3 <= 0:
+        return labels > 0
+    sizes = np.bincount(labels.ravel()) * float(np.prod(spacing))
+    keep = sizes >= min_volume_mm3
+    keep[0] = False
+    return keep[labels]

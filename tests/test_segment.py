@@ -241,3 +241,128 @@ def test_candidates_recover_a_nodule_found_by_the_sliding_window():
     table = find_candidates(prob, spacing)
     assert len(table) == 1
     assert table.loc[0, "volume_mm3"] == pytest.approx(ball.sum() * np.prod(spacing))
+
+
+# --------------------------------------------------------------------------------------------
+# 2.5D input, hard negatives, component filtering, per-nodule scores
+
+
+def test_context_patches_carry_the_neighbouring_slices_as_channels():
+    # every voxel of slice z holds the value z, so a channel tells which slice it came from
+    image = np.broadcast_to(np.arange(12, dtype=np.float32)[:, None, None], (12, 20, 20)).copy()
+    nodules = np.zeros(image.shape, np.uint8)
+    nodules[0:2, 8:12, 8:12] = 1  # touches the first slice: neighbours below are padding
+    lung = np.ones(image.shape, np.uint8)
+    images, masks = sample_patches(image, nodules, lung, (8, 8), n_pos=40, n_neg=40, rng=0,
+                                   context=2, fill=-1.0)
+    assert images.shape == (80, 8, 8, 5) and masks.shape == (80, 8, 8)
+    centre = images[:, 4, 4, 2]
+    for k, offset in enumerate((-2, -1, 0, 1, 2)):
+        expected = np.where((centre + offset >= 0) & (centre + offset < 12), centre + offset, -1)
+        np.testing.assert_array_equal(images[:, 4, 4, k], expected)
+    # the mask is that of the centre slice: positives (centred on slices 0-1) show the nodule
+    assert all(masks[i].any() for i in range(40))
+    assert not any(m.any() for m, z in zip(masks, centre, strict=True) if z >= 2)
+    assert set(centre[:40].tolist()) == {0.0, 1.0}
+    with pytest.raises(ValueError, match="context"):
+        sample_patches(image, nodules, lung, (4, 8, 8), 1, 1, context=1)
+
+
+def test_hard_negatives_sit_on_bright_lung_voxels_away_from_nodules():
+    rng = np.random.default_rng(1)
+    image = rng.uniform(0.0, 0.2, size=(20, 40, 40)).astype(np.float32)
+    image[:, 30, 5:35] = 1.0  # a "vessel" running through every slice
+    nodules = np.zeros(image.shape, np.uint8)
+    nodules[sphere(image.shape, (10, 10, 10), 3, (1, 1, 1))] = 1
+    image[nodules > 0] = 1.0  # as bright as the vessel, but must not be a negative centre
+    lung = np.ones(image.shape, np.uint8)
+    _, masks = sample_patches(image, nodules, lung, (9, 9), n_pos=0, n_neg=30, rng=2,
+                              hard_fraction=1.0, hard_level=0.9)
+    images, _ = sample_patches(image, nodules, lung, (9, 9), n_pos=0, n_neg=30, rng=2,
+                               hard_fraction=1.0, hard_level=0.9)
+    assert np.all(images[:, 4, 4] == 1.0)  # every centre is on the vessel...
+    assert masks.sum() == 0  # ...and none on (or next to) the nodule
+    random_centres, _ = sample_patches(image, nodules, lung, (9, 9), 0, 30, rng=2)
+    assert np.mean(random_centres[:, 4, 4] == 1.0) < 0.2
+    half, _ = sample_patches(image, nodules, lung, (9, 9), 0, 30, rng=3, hard_fraction=0.5,
+                             hard_level=0.9)
+    assert 15 <= np.sum(half[:, 4, 4] == 1.0) < 30
+    with pytest.raises(ValueError, match="hard_fraction"):
+        sample_patches(image, nodules, lung, (9, 9), 0, 3, hard_fraction=1.5)
+
+
+class _ChannelMeanModel:
+    """Sigmoid of the mean over input channels: a 2.5D model whose output shows its input."""
+
+    def predict(self, batch, batch_size=16, verbose=0):
+        return batch.mean(axis=-1, keepdims=True)
+
+
+def test_sliding_window_with_context_sees_the_neighbouring_slices():
+    rng = np.random.default_rng(4)
+    image = rng.normal(size=(16, 30, 30)).astype(np.float32)
+    lung = np.zeros(image.shape, np.uint8)
+    lung[1:10, 5:25, 5:25] = 1  # slice 0 exists below the box, slices 10.. above it
+    prob = predict_volume(_ChannelMeanModel(), image, lung, (16, 16), margin=0, context=2,
+                          fill=-7.0, clip_to_lung=False)
+    fill = np.full((2, 30, 30), -7.0, np.float32)
+    padded = np.concatenate([fill, image, fill])
+    expected = np.stack([padded[z:z + 5].mean(axis=0) for z in range(16)])
+    box = (slice(1, 10), slice(5, 25), slice(5, 25))
+    np.testing.assert_allclose(prob[box], expected[box], rtol=1e-5, atol=1e-6)
+    assert np.all(prob[10:] == 0) and np.all(prob[0] == 0)
+    with pytest.raises(ValueError, match="context"):
+        predict_volume(_ChannelMeanModel(), image, lung, (4, 16, 16), context=1)
+
+
+def test_candidate_mask_drops_components_below_the_minimum_volume():
+    from lunglib.segment import candidate_mask
+
+    spacing = (2.0, 1.0, 1.0)
+    big = sphere((20, 40, 40), (10, 12, 12), 5.0, spacing)
+    small = sphere((20, 40, 40), (10, 30, 30), 1.5, spacing)
+    prob = np.where(big | small, 0.9, 0.1).astype(np.float32)
+    assert np.array_equal(candidate_mask(prob, spacing, 0.5), big | small)
+    kept = candidate_mask(prob, spacing, 0.5, min_volume_mm3=small.sum() * 2.0 + 1)
+    assert np.array_equal(kept, big)
+    table = find_candidates(prob, spacing, threshold=0.5, min_volume_mm3=small.sum() * 2.0 + 1)
+    assert table.n_voxels.sum() == kept.sum()
+    assert not candidate_mask(prob, spacing, 0.95).any()
+
+
+def test_per_nodule_scores_ignore_false_positives_far_away():
+    from lunglib.seg_metrics import score_nodules
+
+    labels = np.zeros((20, 60, 60), np.int16)
+    labels[sphere(labels.shape, (10, 15, 15), 4, (1, 1, 1))] = 1
+    labels[sphere(labels.shape, (10, 45, 45), 3, (1, 1, 1))] = 2
+    pred = labels == 1  # nodule 1 exact, nodule 2 missed
+    pred[2:6, 50:58, 2:10] = True  # a false positive far from both
+    table = score_nodules(labels, pred, "A", spacing=(1, 1, 1))
+    assert table.nodule.tolist() == [1, 2]
+    assert table.dice.tolist() == [1.0, 0.0]
+    assert table.true_voxels.tolist() == [int((labels == 1).sum()), int((labels == 2).sum())]
+    assert dice(labels > 0, pred) < 0.6  # the whole-scan score sees both errors
+    assert score_nodules(np.zeros_like(labels), pred, "B").empty
+
+
+def test_postprocessing_is_chosen_by_whole_scan_dice():
+    from lunglib.seg_metrics import choose_postprocessing
+
+    spacing = (1.0, 1.0, 1.0)
+    shape = (20, 40, 40)
+    truth = sphere(shape, (10, 12, 12), 5.0, spacing)
+    prob = np.where(truth, 0.8, 0.0).astype(np.float32)
+    prob[2:16, 25:38, 25:38] = 0.4  # a large faint false region: a low threshold takes it
+    prob[sphere(shape, (10, 30, 8), 1.5, spacing)] = 0.95  # a small confident false blob
+    table = choose_postprocessing([prob], [truth], [spacing], thresholds=(0.3, 0.5, 0.9),
+                                  min_volumes_mm3=(0.0, 50.0))
+    assert len(table) == 6
+    best = table.iloc[0]
+    assert (best.threshold, best.min_volume_mm3) == (0.5, 50.0)
+    assert best.dice == pytest.approx(1.0)
+    assert table.dice.is_monotonic_decreasing
+    # at 0.9 only the blob survives (Dice 0), and the volume filter leaves nothing (Dice 0)
+    assert table[table.threshold == 0.9].dice.max() == 0.0
+    with pytest.raises(ValueError, match="same, non-zero length"):
+        choose_postprocessing([prob], [], [spacing])

@@ -117,3 +117,57 @@ def test_resized_unet_shares_weights_and_agrees_away_from_the_border():
     np.testing.assert_allclose(small[:, 6:10, 6:10], whole[:, 6:10, 6:10], atol=1e-3)
     with pytest.raises(ValueError, match="divisible by 4"):
         resize_unet(model, (30, 48))
+
+
+def tubes_and_balls(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A volume with vertical tubes ("vessels") and flat blobs ("nodules") of the same radius.
+
+    On one axial slice a tube and the middle of a blob are the same bright disc; only the
+    neighbouring slices tell them apart (the tube continues, the blob -- 3 slices thick, like a
+    nodule in thick slices -- ends).
+    """
+    shape = (24, 64, 64)
+    zz, yy, xx = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    image = np.zeros(shape, np.float32)
+    nodules = np.zeros(shape, np.uint8)
+    centres = [(y, x) for y in (12, 32, 52) for x in (12, 32, 52)]
+    for i in rng.permutation(len(centres)):
+        y, x = centres[i]
+        if i % 2:
+            image[(yy - y) ** 2 + (xx - x) ** 2 <= 9] = 1.0  # a tube through every slice
+        else:
+            z = int(rng.integers(6, 18))
+            ball = ((zz - z) / 1.5) ** 2 + ((yy - y) ** 2 + (xx - x) ** 2) / 9 <= 1
+            image[ball] = 1.0
+            nodules[ball] = 1
+    image += rng.normal(0, 0.05, shape).astype(np.float32)
+    return image, nodules
+
+
+@pytest.mark.slow
+def test_neighbouring_slices_as_channels_tell_vessels_from_nodules():
+    """The 2.5D input (context) separates what a single slice cannot."""
+    from lunglib.segment import predict_volume, sample_patches
+
+    rng = np.random.default_rng(3)
+    train = [tubes_and_balls(rng) for _ in range(4)]
+    image, nodules = tubes_and_balls(rng)
+    lung = np.ones(image.shape, np.uint8)
+    scores = {}
+    for context in (0, 2):
+        keras.utils.set_random_seed(3)
+        patch_rng = np.random.default_rng(5)  # the same patch centres for both models
+        xs, ys = [], []
+        for img, nod in train:
+            x, y = sample_patches(img, nod, lung, (16, 16), n_pos=48, n_neg=48, rng=patch_rng,
+                                  context=context, hard_fraction=0.75, hard_level=0.5)
+            xs.append(x if context else x[..., None])
+            ys.append(y[..., None].astype(np.float32))
+        model = build_unet((16, 16, 2 * context + 1), depth=2, filters=8, dropout=0.0,
+                           batch_norm=False, learning_rate=3e-3)
+        model.fit(np.concatenate(xs), np.concatenate(ys), batch_size=16, epochs=10, verbose=0)
+        prob = predict_volume(resize_unet(model, (64, 64)), image, None, (64, 64),
+                              context=context)
+        scores[context] = dice(nodules, prob > 0.5)
+    assert scores[2] > 0.7, scores
+    assert scores[2] > scores[0] + 0.2, scores
