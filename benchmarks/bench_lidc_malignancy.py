@@ -11,27 +11,52 @@ reader outline), mean +- std over the folds, plus the pooled out-of-fold ROC-AUC
 
 Methods
 -------
-area-logreg   logistic regression on the outline's area in mm^2 (the size floor)
-naive-cnn     ``build_cnn`` defaults on the raw 71x71 HU patch (scaled /1000), no augmentation
-best-cnn      patches resampled to 0.8 mm pixels, HU window [-1000, 1000], the outline as a second
-              channel, batch norm, dropout, L2, rotation/flip augmentation, 8-fold test-time
-              augmentation, an ensemble of seeds per fold; trained on every training patch,
-              rating 3 included, against the soft target (rating - 1) / 4
-best-cnn+area logistic regression on [best-cnn logit, log outline area], fitted on validation
+area-logreg        logistic regression on the outline's area in mm^2 (the size floor)
+features-logreg    logistic regression (C=0.1) on ``lunglib.features.outline_features``: log area,
+                   axes, compactness, solidity, eccentricity, HU mean/std/p95, calcified and
+                   low-density fractions inside the outline, HU mean/std in a 2 mm ring around it
+naive-cnn          ``build_cnn`` defaults on the raw 71x71 HU patch (scaled /1000), no augmentation
+best-cnn           ``patch_inputs`` at 0.8 mm pixels, 40x40: HU windows [-1000, 1000],
+                   [-1000, -400] (lung) and [-160, 240] (mediastinal), the outline, and a
+                   size-normalised view (the outline spans 60 %); 3 conv blocks with batch norm,
+                   flatten head, dropout 0.4, L2; rotation/flip augmentation, 8-fold test-time
+                   augmentation, 2 seeds averaged per fold; trained on every training patch,
+                   rating 3 included, against the soft target (rating - 1) / 4
+best-cnn+area      logistic regression on [best-cnn logit, log outline area], fitted on validation
+best-cnn+features  logistic regression on [best-cnn logit, features-logreg logit], fitted on
+                   validation
 
-Run: ``.venv/bin/python benchmarks/bench_lidc_malignancy.py [--folds 5] [--seeds 2]``
+Run: ``.venv/bin/python benchmarks/bench_lidc_malignancy.py [--folds 5] [--seeds 2]``; on a busy
+machine split the folds over processes (``--only-folds 0,1 --save-preds a.npz`` ...) and print
+the table with ``--merge a.npz b.npz ...``.
 
-Measured (dev.npz, 5 folds, seed 42, 1 ensemble member; 24 min on a heavily shared 2-core box):
+Measured (dev.npz, 5 folds, seed 42), 2026-11-27 on the shared 2-core box (load ~10), in four
+processes at once (``nice -n 10``)::
+
+    bench_lidc_malignancy.py --methods area-logreg,naive-cnn                      # 652 s wall
+    M=area-logreg,features-logreg,best-cnn,best-cnn+area,best-cnn+features
+    bench_lidc_malignancy.py --methods $M --only-folds 0,1 --save-preds f01.npz   # 966 s wall
+    bench_lidc_malignancy.py --methods $M --only-folds 2,3 --save-preds f23.npz   # 968 s wall
+    bench_lidc_malignancy.py --methods $M --only-folds 4 --save-preds f4.npz      # 559 s wall
+    bench_lidc_malignancy.py --methods $M --merge f01.npz f23.npz f4.npz
 
 | method | accuracy | precision | recall | F1 | ROC-AUC | pooled AUC |
 |---|---|---|---|---|---|---|
 | area-logreg | 0.791±0.016 | 0.806±0.067 | 0.613±0.057 | 0.692±0.024 | 0.854±0.031 | 0.854 |
+| features-logreg | 0.803±0.027 | 0.796±0.035 | 0.667±0.133 | 0.714±0.077 | 0.871±0.029 | 0.870 |
 | naive-cnn | 0.779±0.031 | 0.828±0.055 | 0.546±0.100 | 0.651±0.071 | 0.830±0.031 | 0.825 |
-| best-cnn | 0.791±0.021 | 0.785±0.052 | 0.649±0.122 | 0.699±0.066 | 0.865±0.025 | 0.862 |
-| best-cnn+area | 0.789±0.012 | 0.771±0.075 | 0.674±0.118 | 0.707±0.036 | 0.871±0.027 | 0.869 |
+| best-cnn | 0.802±0.022 | 0.803±0.057 | 0.657±0.099 | 0.715±0.052 | 0.862±0.031 | 0.860 |
+| best-cnn+area | 0.789±0.021 | 0.767±0.071 | 0.681±0.119 | 0.710±0.047 | 0.869±0.028 | 0.868 |
+| best-cnn+features | 0.805±0.018 | 0.815±0.058 | 0.659±0.126 | 0.717±0.059 | 0.871±0.030 | 0.868 |
 
-The CNN beats the size floor by about 0.01 AUC, within one fold standard deviation: on honest
-patient-level folds it has learned little beyond size; the published ~0.93 is not reached.
+Per-fold ROC-AUC of best-cnn: 0.823, 0.882, 0.832, 0.865, 0.906 (area-logreg: 0.802, 0.841, 0.859,
+0.877, 0.892). The previous best-cnn (one HU window + outline, one seed) measured 0.865±0.025
+(pooled 0.862); the extra windows, the size-normalised view and the second seed were chosen on
+validation AUC of folds 0-1 (0.897 against 0.891, a global-average head 0.884 on fold 0) and do
+not move the test folds beyond noise. On honest patient-level folds, against the outlining
+reader's own rating, the CNN and thirteen hand-crafted size/shape/density features are level
+(0.86-0.87, about 0.01-0.02 above size alone, within one fold standard deviation); stacking them
+adds nothing measurable. The published ~0.93 / 87 % is not reached.
 """
 
 from __future__ import annotations
@@ -63,6 +88,8 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "lidc_nodule_patches" / "dev.np
 TARGET_SPACING_MM = 0.8
 CROP = 40
 HU_WINDOW = (-1000.0, 1000.0)  # wide enough to keep calcification
+EXTRA_WINDOWS = ((-1000.0, -400.0), (-160.0, 240.0))  # lung and mediastinal windows
+NODULE_VIEW = 0.6  # the outline spans ~60 % of the size-normalised channel
 
 
 def load_patches(path: Path) -> dict[str, np.ndarray]:
@@ -82,11 +109,12 @@ def load_patches(path: Path) -> dict[str, np.ndarray]:
 
 
 def prepare_best(data: dict[str, np.ndarray]) -> np.ndarray:
-    """(N, CROP, CROP, 2): windowed HU in [0, 1] and the outline, both at TARGET_SPACING_MM."""
+    """(N, CROP, CROP, 5): three HU windows and the outline at TARGET_SPACING_MM, plus a view
+    around the outline resized so every nodule spans NODULE_VIEW of it (``patch_inputs``)."""
     from lunglib.train import patch_inputs
 
     return patch_inputs(data["image"], data["mask"], data["spacing"], TARGET_SPACING_MM, CROP,
-                        HU_WINDOW)
+                        HU_WINDOW, extra_windows=EXTRA_WINDOWS, nodule_view=NODULE_VIEW)
 
 
 def prepare_naive(data: dict[str, np.ndarray]) -> np.ndarray:
@@ -185,6 +213,31 @@ def run_best(x, data, tr_all, va, te, seeds, epochs=40, patience=8):
     return np.mean(pv, axis=0), np.mean(pt, axis=0)
 
 
+def run_features(data, tr, va, te):
+    """Logistic regression on ``lunglib.features.outline_features`` (size, shape, HU)."""
+    feats = data["features"]
+    clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
+    clf.fit(feats[tr], data["y"][tr])
+    return clf.predict_proba(feats[va])[:, 1], clf.predict_proba(feats[te])[:, 1]
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def run_stacked_features(data, cnn_val, cnn_test, feat_val, feat_test, va):
+    """Logistic regression on [CNN logit, features-logreg logit], fitted on the validation split.
+
+    Two inputs only: the validation split (~100 patients) is too small to refit every feature.
+    """
+    clf = make_pipeline(StandardScaler(), LogisticRegression())
+    val = np.column_stack([_logit(cnn_val), _logit(feat_val)])
+    clf.fit(val, data["y"][va])
+    test = np.column_stack([_logit(cnn_test), _logit(feat_test)])
+    return clf.predict_proba(val)[:, 1], clf.predict_proba(test)[:, 1]
+
+
 def run_stacked(data, p_val, p_test, va, te):
     """Logistic regression on [CNN logit, log outline area], fitted on the validation split."""
     eps = 1e-6
@@ -199,14 +252,77 @@ def run_stacked(data, p_val, p_test, va, te):
     return p_val_stacked, clf.predict_proba(features(p_test, te))[:, 1]
 
 
+def _save(path: Path, saved: dict[str, np.ndarray]) -> None:
+    import io
+
+    from lunglib.atomic import write_bytes_atomic
+
+    buffer = io.BytesIO()
+    np.savez(buffer, **saved)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def print_table(saved: dict[str, np.ndarray], methods: list[str]) -> None:
+    """The markdown table from saved per-fold predictions (one run, or merged partial runs).
+
+    Every fold's threshold is the one that maximises accuracy on that fold's validation split.
+    """
+    y = saved["y"]
+    keys = ["accuracy", "precision", "recall", "f1", "roc_auc"]
+    print()
+    print(f"| method | {' | '.join(keys)} | pooled OOF AUC | folds | seconds |")
+    print("|" + "---|" * (len(keys) + 4))
+    for m in methods:
+        folds = sorted({k.split("/")[1] for k in saved if k.startswith(f"{m}/")})
+        rows, oof_y, oof_p, seconds = [], [], [], 0.0
+        for f in folds:
+            va, te = saved[f"{f}/val_index"], saved[f"{f}/test_index"]
+            pv, pt = saved[f"{m}/{f}/val"], saved[f"{m}/{f}/test"]
+            rows.append(metrics(y[te], pt, best_threshold(y[va], pv)))
+            oof_y.append(y[te])
+            oof_p.append(pt)
+            seconds += float(saved[f"{m}/{f}/seconds"])
+        cells = []
+        for k in keys:
+            vals = np.array([r[k] for r in rows])
+            cells.append(f"{vals.mean():.3f} +- {vals.std():.3f}")
+        pooled = roc_auc_score(np.concatenate(oof_y), np.concatenate(oof_p))
+        print(f"| {m} | {' | '.join(cells)} | {pooled:.3f} | {len(folds)} | {seconds:.0f} |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seeds", type=int, default=1, help="ensemble members per fold")
+    parser.add_argument("--seeds", type=int, default=2, help="ensemble members per fold")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--methods", default="area-logreg,naive-cnn,best-cnn,best-cnn+area")
+    parser.add_argument(
+        "--methods",
+        default="area-logreg,features-logreg,naive-cnn,best-cnn,best-cnn+area,best-cnn+features",
+    )
+    parser.add_argument("--only-folds", default=None,
+                        help="comma-separated fold numbers to run (parallel runs, experiments)")
+    parser.add_argument("--save-preds", type=Path, default=None,
+                        help="write every fold's validation and test predictions to this .npz "
+                             "(rewritten after each fold)")
+    parser.add_argument("--merge", type=Path, nargs="+", default=None,
+                        help="print the table from --save-preds files of runs over other folds")
     args = parser.parse_args(argv)
+    methods = args.methods.split(",")
+
+    if args.merge:
+        saved: dict[str, np.ndarray] = {}
+        for path in args.merge:
+            with np.load(path) as part:
+                for key in part.files:
+                    if key.endswith("_index") and key in saved:
+                        if not np.array_equal(saved[key], part[key]):
+                            raise SystemExit(f"{path}: {key} differs from an earlier file; "
+                                             "merge runs with the same --seed and --folds only")
+                    saved[key] = part[key]
+        present = [m for m in methods if any(k.startswith(f"{m}/") for k in saved)]
+        print_table(saved, present)
+        return
 
     from lunglib.splits import patient_kfold, patient_split
 
@@ -218,22 +334,28 @@ def main(argv: list[str] | None = None) -> None:
         f"({int((y == 1).sum())} malignant) from {len(np.unique(patients[binary]))} patients; "
         f"{int((~binary).sum())} rated 3 (not evaluated); {args.folds}-fold patient-grouped CV"
     )
-    methods = args.methods.split(",")
     inputs = {}
     if "naive-cnn" in methods:
         inputs["naive-cnn"] = prepare_naive(data)
     if "best-cnn+area" in methods and "best-cnn" not in methods:
         raise SystemExit("best-cnn+area stacks best-cnn's predictions: list best-cnn before it")
+    if "best-cnn+features" in methods and not {"best-cnn", "features-logreg"} <= set(methods):
+        raise SystemExit("best-cnn+features stacks best-cnn and features-logreg: list both first")
     if "best-cnn" in methods:
         inputs["best-cnn"] = prepare_best(data)
+    if "features-logreg" in methods:
+        from lunglib.features import outline_features
 
-    rows = {m: [] for m in methods}
-    oof = {m: np.full(len(y), np.nan) for m in methods}
-    seconds = dict.fromkeys(methods, 0.0)
+        data["features"] = outline_features(data["image"], data["mask"], data["spacing"])
+    only = None if args.only_folds is None else {int(f) for f in args.only_folds.split(",")}
+    saved = {"y": y}
+
     # folds over every patient (rating-3 patches train best-cnn); stratified by the 3-way label
     for fold, (outer_tr, outer_te) in enumerate(
         patient_kfold(patients, y, k=args.folds, seed=args.seed)
     ):
+        if only is not None and fold not in only:
+            continue
         inner = patient_split(
             patients[outer_tr], y[outer_tr], val_fraction=0.2, test_fraction=0.0, seed=args.seed
         )
@@ -243,6 +365,7 @@ def main(argv: list[str] | None = None) -> None:
         te = outer_te[binary[outer_te]]
         for a, b in ((tr_all, te), (va, te), (tr_all, va)):
             assert not set(patients[a]) & set(patients[b]), "a patient crosses splits"
+        saved.update({f"fold{fold}/val_index": va, f"fold{fold}/test_index": te})
         for m in methods:
             start = time.perf_counter()
             if m == "area-logreg":
@@ -255,24 +378,19 @@ def main(argv: list[str] | None = None) -> None:
                 cnn_val, cnn_test = pv, pt
             elif m == "best-cnn+area":  # needs best-cnn earlier in --methods
                 pv, pt = run_stacked(data, cnn_val, cnn_test, va, te)
+            elif m == "features-logreg":
+                pv, pt = run_features(data, tr, va, te)
+                feat_val, feat_test = pv, pt
+            elif m == "best-cnn+features":  # needs best-cnn and features-logreg earlier
+                pv, pt = run_stacked_features(data, cnn_val, cnn_test, feat_val, feat_test, va)
             else:
                 raise SystemExit(f"unknown method {m}")
-            seconds[m] += time.perf_counter() - start
-            rows[m].append(metrics(y[te], pt, best_threshold(y[va], pv)))
-            oof[m][te] = pt
-            print(f"  fold {fold}: {m:12s} AUC {rows[m][-1]['roc_auc']:.3f}", flush=True)
-
-    keys = ["accuracy", "precision", "recall", "f1", "roc_auc"]
-    print()
-    print(f"| method | {' | '.join(keys)} | pooled OOF AUC | seconds |")
-    print("|" + "---|" * (len(keys) + 3))
-    for m in methods:
-        cells = []
-        for k in keys:
-            vals = np.array([r[k] for r in rows[m]])
-            cells.append(f"{vals.mean():.3f} +- {vals.std():.3f}")
-        pooled = roc_auc_score(y[binary], oof[m][binary])
-        print(f"| {m} | {' | '.join(cells)} | {pooled:.3f} | {seconds[m]:.0f} |")
+            saved.update({f"{m}/fold{fold}/val": pv, f"{m}/fold{fold}/test": pt,
+                          f"{m}/fold{fold}/seconds": np.array(time.perf_counter() - start)})
+            print(f"  fold {fold}: {m:12s} AUC {roc_auc_score(y[te], pt):.3f}", flush=True)
+        if args.save_preds is not None:
+            _save(args.save_preds, saved)
+    print_table(saved, methods)
 
 
 if __name__ == "__main__":
