@@ -21,7 +21,7 @@ from lunglib.bundle import bundle_paths, load_bundle
 from lunglib.dicom import CTScan, load_scan
 from lunglib.export import save_dicom_seg, save_nifti
 from lunglib.preprocess import prepare, segment_lungs, window
-from lunglib.segment import find_candidates, predict_volume, slice_window
+from lunglib.segment import candidate_mask, find_candidates, predict_volume, slice_window
 from lunglib.settings import Settings
 
 
@@ -64,13 +64,18 @@ def classify_scan(scan: CTScan, model, info: dict) -> float:
 
 
 def segment_scan(scan: CTScan, model, info: dict, lung_mask: np.ndarray) -> np.ndarray:
-    """Nodule probability per voxel of the scan from a per-slice 2D U-Net bundle."""
+    """Nodule probability per voxel of the scan from a per-slice 2D (or 2.5D) U-Net bundle.
+
+    ``info["context"]`` (default 0) is the number of neighbouring slices on each side that the
+    model takes as extra input channels.
+    """
     from lunglib.unet import resize_unet
 
     lo, hi = info.get("window", (-1000.0, 400.0))
     image = window(scan.hu, lo, hi)
     whole = slice_window(lung_mask, multiple=2 ** int(info["depth"]))
-    return predict_volume(resize_unet(model, whole), image, lung_mask, whole)
+    return predict_volume(resize_unet(model, whole), image, lung_mask, whole,
+                          context=int(info.get("context", 0)))
 
 
 def predict_scan(
@@ -121,10 +126,12 @@ def predict_scan(
         model, info = load_bundle(model_dir, "segmenter")
         probability_map = segment_scan(scan, model, info, lung)
         seg_threshold = float(info.get("threshold", 0.5))
-        nodules = ((probability_map > seg_threshold) & (lung > 0)).astype(np.uint8)
-        candidates = find_candidates(probability_map * (lung > 0), scan=scan,
-                                     threshold=seg_threshold,
-                                     min_volume_mm3=float(info.get("min_volume_mm3", 0.0)))
+        min_volume = float(info.get("min_volume_mm3", 0.0))
+        probability_map = probability_map * (lung > 0)
+        nodules = candidate_mask(probability_map, scan.spacing, seg_threshold,
+                                 min_volume).astype(np.uint8)
+        candidates = find_candidates(probability_map, scan=scan, threshold=seg_threshold,
+                                     min_volume_mm3=min_volume)
         files["nodules"] = save_nifti(nodules, scan, out / "nodules.nii.gz")
         if nodules.any():
             files["dicom_seg"] = save_dicom_seg(nodules, scan, out / "nodules_seg.dcm",

@@ -13,7 +13,11 @@ keras = pytest.importorskip("keras")
 
 @pytest.fixture(scope="module")
 def run_folder(tmp_path_factory, lidc_case_dir: Path) -> Path:
-    """A run folder with a (untrained) volume classifier and a U-Net fitted to this case."""
+    """A run folder with a (untrained) volume classifier and a U-Net fitted to this case.
+
+    A plain 2D U-Net whose bundle has no ``context`` entry (as written before 2.5D models):
+    ``predict`` must still read it. The 2.5D path is tested on its own below.
+    """
     from lunglib.bundle import save_bundle
     from lunglib.cnn import build_cnn
     from lunglib.datasets import open_dataset
@@ -87,3 +91,24 @@ def test_predict_without_models_says_which_notebook_writes_them(tmp_path: Path,
     assert result.cancer_probability is None and len(result.candidates) == 0
     assert any("04" in n for n in result.notes) and any("06" in n for n in result.notes)
     assert (tmp_path / "out" / "lungs.nii.gz").is_file()
+
+
+def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_names() -> None:
+    """A bundle with ``context`` feeds 2 * context + 1 slices as channels, in the scan's grid."""
+    from types import SimpleNamespace
+
+    from lunglib.predict import segment_scan
+    from lunglib.unet import build_unet
+
+    rng = np.random.default_rng(0)
+    scan = SimpleNamespace(hu=rng.uniform(-1000, 200, size=(12, 40, 40)).astype(np.float32))
+    lung = np.zeros(scan.hu.shape, np.uint8)
+    lung[2:10, 5:35, 5:35] = 1
+    model = build_unet((16, 16, 5), depth=2, filters=2, batch_norm=False)
+    info = {"depth": 2, "context": 2, "window": [-1000.0, 400.0]}
+    prob = segment_scan(scan, model, info, lung)
+    assert prob.shape == scan.hu.shape
+    assert np.all(prob[:2] == 0) and np.all(prob[10:] == 0)  # outside the lungs' slices
+    assert np.all((prob[2:10][lung[2:10] > 0] > 0) & (prob[2:10][lung[2:10] > 0] < 1))
+    with pytest.raises(ValueError):  # the same model without its context: 1 channel, not 5
+        segment_scan(scan, model, {"depth": 2}, lung)
