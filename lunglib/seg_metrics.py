@@ -212,8 +212,11 @@ def score_nodules(
             "true_voxels": int(np.count_nonzero(labels[box] == k)),
             "pred_voxels": int(np.count_nonzero(p)),
         })
-    return pd.DataFrame(rows, columns=["case_id", "nodule", "dice", "iou", "hd95_mm",
-                                       "true_voxels", "pred_voxels"])
+    table = pd.DataFrame(rows, columns=["case_id", "nodule", "dice", "iou", "hd95_mm",
+                                        "true_voxels", "pred_voxels"])
+    # typed even when empty, so that concatenating patients keeps numeric columns
+    return table.astype({"case_id": str, "nodule": int, "dice": float, "iou": float,
+                         "hd95_mm": float, "true_voxels": int, "pred_voxels": int})
 
 
 def choose_postprocessing(

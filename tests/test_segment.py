@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
@@ -343,7 +344,10 @@ def test_per_nodule_scores_ignore_false_positives_far_away():
     assert table.dice.tolist() == [1.0, 0.0]
     assert table.true_voxels.tolist() == [int((labels == 1).sum()), int((labels == 2).sum())]
     assert dice(labels > 0, pred) < 0.6  # the whole-scan score sees both errors
-    assert score_nodules(np.zeros_like(labels), pred, "B").empty
+    empty = score_nodules(np.zeros_like(labels), pred, "B")
+    assert empty.empty
+    both = pd.concat([table, empty], ignore_index=True)
+    assert both.dice.dtype == float and both.nodule.dtype.kind == "i"
 
 
 def test_postprocessing_is_chosen_by_whole_scan_dice():
