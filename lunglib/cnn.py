@@ -55,6 +55,7 @@ def build_cnn(
     n_classes: int = 2,
     batch_norm: bool = False,
     head: str = "flatten",
+    padding: str = "same",
     name: str = "cnn",
 ) -> keras.Model:
     """Build and compile a CNN classifier.
@@ -91,6 +92,11 @@ def build_cnn(
         classic CNN; the dense layer learns *where* a feature is), ``"global_max"`` keeps each
         filter's strongest response anywhere (translation invariant: a nodule counts wherever it
         is, which matters when a few dozen scans must teach the model), ``"global_avg"`` its mean.
+    padding
+        ``"same"`` keeps each convolution's output the size of its input (zeros beyond the
+        border); ``"valid"`` uses only real voxels, so the border shrinks by ``kernel_size - 1``
+        per convolution. A patch model meant for :func:`convolutionalize` needs ``"valid"``:
+        then sliding it over a larger image gives exactly the patch model's answers.
     name
         Model name.
 
@@ -130,6 +136,18 @@ def build_cnn(
         raise ValueError(f"n_classes must be >= 2, got {n_classes}")
     if head not in HEADS:
         raise ValueError(f"head must be one of {', '.join(HEADS)}; got {head!r}")
+    if padding not in ("same", "valid"):
+        raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
+    if padding == "valid":
+        sizes = list(input_shape[:-1])
+        for _ in range(n_conv_layers):
+            sizes = [(s - kernel_size + 1) // pool_size for s in sizes]
+        if min(sizes) < 1:
+            raise ValueError(
+                f"with padding='valid', {n_conv_layers} blocks of kernel {kernel_size} and pooling "
+                f"{pool_size} leave nothing of input {input_shape[:-1]}; use a larger input, "
+                "fewer blocks or padding='same'"
+            )
     filter_list = _as_filters(filters, n_conv_layers)
 
     three_d = len(input_shape) == 4
@@ -143,7 +161,7 @@ def build_cnn(
         x = conv(
             n_filters,
             kernel_size,
-            padding="same",
+            padding=padding,
             use_bias=not batch_norm,
             kernel_regularizer=reg,
             name=f"conv{i}",
@@ -188,3 +206,70 @@ def build_cnn(
             metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
         )
     return model
+
+
+def convolutionalize(model: keras.Model, input_shape: Sequence[int]) -> keras.Model:
+    """Slide a patch classifier over a whole image: the "fully convolutional" trick.
+
+    A :func:`build_cnn` model with a ``flatten`` head, trained on small patches or cubes, is
+    rebuilt for the larger ``input_shape``: the convolution blocks are reused as they are, the
+    fully connected layer becomes a convolution whose kernel covers exactly the feature map one
+    patch produced, and the output layer becomes a 1x1 convolution. The result is the patch
+    classifier's probability at every position (a stride of ``pool_size ** n_conv_layers``
+    voxels), and the new model returns the **maximum** of that map: "is there a suspicious patch
+    anywhere in this scan?". The weights are copied: later training of ``model`` does not change
+    the returned model.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A two-class (sigmoid) :func:`build_cnn` model with ``head="flatten"``.
+    input_shape : sequence of int
+        Spatial axes then channels of the whole input, e.g. ``(32, 64, 64, 1)``; at least as
+        large as the patch on every axis.
+
+    Returns
+    -------
+    keras.Model
+        Whole image in, one probability out (uncompiled; for ``predict`` and Grad-CAM).
+    """
+    input_shape = tuple(int(s) for s in input_shape)
+    patch_shape = tuple(model.input_shape[1:])
+    if len(input_shape) != len(patch_shape) or input_shape[-1] != patch_shape[-1]:
+        raise ValueError(f"input_shape {input_shape} must have the rank and channels of the "
+                         f"patch model's input {patch_shape}")
+    small = [s for s, p in zip(input_shape[:-1], patch_shape[:-1], strict=True) if s < p]
+    if small:
+        raise ValueError(f"input_shape {input_shape} is smaller than the patch {patch_shape}")
+    names = {layer.name for layer in model.layers}
+    if "flatten" not in names or model.output_shape[-1] != 1:
+        raise ValueError("convolutionalize needs a two-class build_cnn model with "
+                         "head='flatten' (a global-pooling head already takes any input size)")
+    if any(getattr(layer, "padding", "valid") != "valid" for layer in model.layers):
+        raise ValueError("convolutionalize needs a model built with padding='valid': with "
+                         "'same' the patch borders see zeros that the whole image does not have")
+    three_d = len(input_shape) == 4
+    conv = layers.Conv3D if three_d else layers.Conv2D
+    global_max = layers.GlobalMaxPooling3D if three_d else layers.GlobalMaxPooling2D
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x = inputs
+    for layer in model.layers[1:]:
+        if layer.name == "flatten":
+            break
+        twin = layer.__class__.from_config(layer.get_config())
+        x = twin(x)
+        twin.set_weights(layer.get_weights())
+    feature_shape = tuple(model.get_layer("flatten").input.shape[1:])
+    dense, output = model.get_layer("dense"), model.get_layer("output")
+    kernel, bias = dense.get_weights()
+    fc = conv(dense.units, feature_shape[:-1], activation="relu", name="dense_as_conv")
+    x = fc(x)
+    fc.set_weights([kernel.reshape(*feature_shape, dense.units), bias])
+    out_kernel, out_bias = output.get_weights()
+    out = conv(1, 1, activation="sigmoid", name="output_as_conv")
+    probability_map = out(x)
+    out.set_weights([out_kernel.reshape((1,) * len(feature_shape[:-1]) + out_kernel.shape),
+                     out_bias])
+    outputs = global_max(name="most_suspicious_patch")(probability_map)
+    return keras.Model(inputs, outputs, name=f"{model.name}_sliding")

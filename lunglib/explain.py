@@ -13,11 +13,16 @@ from scipy import ndimage
 
 
 def last_conv_layer(model) -> str:
-    """Name of the last convolution layer of a Keras model."""
+    """Name of the last convolution layer of a Keras model.
+
+    Fully connected layers that :func:`lunglib.cnn.convolutionalize` turned into convolutions
+    (names ending in ``_as_conv``) hold no image features and are skipped.
+    """
     import keras
 
     convs = [layer for layer in model.layers
-             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D))]
+             if isinstance(layer, (keras.layers.Conv2D, keras.layers.Conv3D))
+             and not layer.name.endswith("_as_conv")]
     if not convs:
         raise ValueError(f"model {model.name!r} has no Conv2D/Conv3D layer for Grad-CAM")
     return convs[-1].name

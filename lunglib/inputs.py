@@ -128,3 +128,93 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def _cut(image: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """The ``shape`` box centred on ``centre``; outside the volume counts as air (0)."""
+    half = np.array(shape) // 2
+    padded = np.pad(image, [(h, h) for h in half], mode="constant")
+    return padded[tuple(slice(int(c), int(c) + s) for c, s in zip(centre, shape, strict=True))]
+
+
+def nodule_cubes(
+    index: CacheIndex,
+    ids: Sequence[str],
+    shape: Sequence[int] = (8, 16, 16),
+    n_negatives: int = 3,
+    jitter: int = 2,
+    seed: int = 42,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Small training cubes cut from cached volumes that carry nodule masks.
+
+    A whole scan is mostly healthy lung; its label hangs on a few voxels. Cubes make the
+    search small: per patient, the cube around its **largest nodule** (plus one copy shifted by
+    up to ``jitter`` voxels) takes the patient's label -- in a cancer patient the largest nodule
+    is the suspicious one, in a healthy one it is a benign look-alike -- and ``n_negatives``
+    cubes centred on lung voxels at least four voxels away from every nodule are labelled 0.
+    A model trained on them is slid over whole scans with
+    :func:`lunglib.cnn.convolutionalize`.
+
+    Parameters
+    ----------
+    index : CacheIndex
+        Prepared volumes with ``nodule_mask`` (synthetic, LIDC-IDRI, LUNA16 caches).
+    ids : sequence of str
+        The patients to cut from (one split: cubes never mix splits).
+    shape : sequence of int
+        Cube size ``(z, y, x)``.
+    n_negatives : int
+        Lung cubes away from nodules per patient.
+    jitter : int
+        Largest shift, in voxels, of the second positive cube.
+    seed : int
+        Seeds the random centres.
+
+    Returns
+    -------
+    x, y, groups
+        Cubes ``(n, z, y, x, 1)`` float32, labels ``(n,)`` int64, and each cube's patient.
+    """
+    from scipy import ndimage
+
+    shape = tuple(int(s) for s in shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"shape must be three positive sizes (z, y, x), got {shape}")
+    if n_negatives < 0 or jitter < 0:
+        raise ValueError(f"n_negatives and jitter must be >= 0, got {n_negatives}, {jitter}")
+    rng = np.random.default_rng(seed)
+    labels = index.labels(ids)
+    cubes: list[np.ndarray] = []
+    targets: list[int] = []
+    groups: list[str] = []
+    for pid in ids:
+        if pid not in labels:
+            raise ValueError(f"patient {pid} has no label in {index.folder}")
+        arrays = index.load(pid)
+        if "nodule_mask" not in arrays:
+            raise ValueError(
+                f"{index.folder}/{pid}.npz has no nodule_mask: nodule cubes need a dataset with "
+                "nodule outlines (synthetic, lidc, luna16); train on whole volumes instead"
+            )
+        image = arrays["image"].astype(np.float32)
+        nodules = arrays["nodule_mask"] > 0
+        picked: list[np.ndarray] = []
+        if nodules.any():
+            components, n = ndimage.label(nodules)
+            sizes = ndimage.sum_labels(nodules, components, index=np.arange(1, n + 1))
+            largest = components == 1 + int(np.argmax(sizes))
+            centre = np.round(ndimage.center_of_mass(largest)).astype(int)
+            shifted = centre + rng.integers(-jitter, jitter + 1, size=3)
+            picked += [centre, shifted]
+            targets += [int(labels[pid])] * 2
+        lung = arrays["lung_mask"] > 0
+        away = lung & ~ndimage.binary_dilation(nodules, iterations=4)
+        candidates = np.argwhere(away if away.any() else np.ones_like(lung))
+        chosen = rng.choice(len(candidates), size=n_negatives,
+                            replace=len(candidates) < n_negatives)
+        picked += list(candidates[chosen])
+        targets += [0] * n_negatives
+        cubes += [_cut(image, c, shape) for c in picked]
+        groups += [pid] * len(picked)
+    x = np.stack(cubes)[..., None].astype(np.float32)
+    return x, np.asarray(targets, dtype=np.int64), np.asarray(groups)

@@ -195,6 +195,14 @@ def dihedral_augment(x, y):
     return tf.image.random_flip_left_right(x), y
 
 
+def flip_augment(x, y):
+    """Random flips of the two in-plane axes of one ``(..., h, w, c)`` example (2D or 3D)."""
+    for axis in (-2, -3):
+        x = tf.cond(tf.random.uniform([]) < 0.5, lambda x=x, a=axis: tf.reverse(x, [a]),
+                    lambda x=x: x)
+    return x, y
+
+
 def _labels_of(dataset: tf.data.Dataset) -> np.ndarray:
     return np.concatenate([np.asarray(y).ravel() for _, y in dataset.as_numpy_iterator()])
 
@@ -325,6 +333,54 @@ def train_model(
         shuffle=False,  # the training dataset is already shuffled (seeded) above
         verbose=verbose,
     )
+
+
+def hard_negatives(
+    model: keras.Model,
+    volumes: np.ndarray,
+    per_volume: int = 3,
+    stride: Sequence[int] = (2, 4, 4),
+) -> np.ndarray:
+    """The windows a patch classifier finds most suspicious in volumes known to be healthy.
+
+    Random negatives are mostly easy (plain lung). Sliding the patch model over scans of
+    patients **without** cancer and keeping its highest-scoring windows collects the look-alikes
+    it still confuses (vessel branchings, benign nodules, the hilum): "hard negative mining".
+    Training on them as well sharpens the model where the whole-scan maximum is decided.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A patch classifier whose input shape sets the window size, e.g. ``(10, 18, 18, 1)``.
+    volumes : ndarray
+        ``(n, z, y, x, 1)`` volumes of label-0 patients from the **training** split only.
+    per_volume : int
+        Windows kept per volume.
+    stride : sequence of int
+        Step between windows along ``(z, y, x)``.
+
+    Returns
+    -------
+    ndarray
+        ``(n * per_volume, *window, 1)`` float32 windows, to be labelled 0.
+    """
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    window = tuple(int(s) for s in model.input_shape[1:-1])
+    volumes = np.asarray(volumes, dtype=np.float32)
+    if volumes.ndim != len(window) + 2:
+        raise ValueError(f"volumes {volumes.shape} must be (n, *spatial, 1) for windows {window}")
+    if len(stride) != len(window) or min(stride) < 1:
+        raise ValueError(f"stride {tuple(stride)} must give {len(window)} steps >= 1")
+    if per_volume < 1:
+        raise ValueError(f"per_volume must be >= 1, got {per_volume}")
+    picked = []
+    for volume in volumes:
+        views = sliding_window_view(volume[..., 0], window)
+        views = views[tuple(slice(None, None, int(s)) for s in stride)].reshape(-1, *window)
+        scores = predict_proba(model, views[..., None], batch_size=256)
+        picked.append(views[np.argsort(scores)[-per_volume:]])
+    return np.concatenate(picked)[..., None].astype(np.float32)
 
 
 def predict_proba(model: keras.Model, data: Data, batch_size: int = 64) -> np.ndarray:

@@ -118,3 +118,50 @@ def test_bad_arguments_raise_clear_errors(kwargs, message):
     args = {"input_shape": (32, 32, 1), "n_conv_layers": 3, **kwargs}
     with pytest.raises(ValueError, match=message):
         build_cnn(**args)
+
+
+def _sliding_max(model, image, stride):
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    window = tuple(model.input_shape[1:])
+    views = sliding_window_view(image, window)  # (..positions.., 1, *window)
+    views = views[tuple(slice(None, None, s) for s in stride)].reshape(-1, *window)
+    return model.predict(views, verbose=0).max()
+
+
+@pytest.mark.parametrize("patch, whole", [((10, 18, 18, 1), (20, 34, 30, 1)),
+                                          ((18, 18, 2), (40, 26, 2))])
+def test_convolutionalize_equals_the_sliding_window_maximum(patch, whole):
+    from lunglib.cnn import convolutionalize
+
+    keras.utils.set_random_seed(1)
+    model = build_cnn(patch, n_conv_layers=2, filters=4, dense_units=6, padding="valid")
+    sliding = convolutionalize(model, whole)
+    assert sliding.output_shape == (None, 1)
+    image = np.random.default_rng(0).random(whole, dtype=np.float32)
+    expected = _sliding_max(model, image, stride=(4,) * (len(whole) - 1))
+    assert sliding.predict(image[None], verbose=0)[0, 0] == pytest.approx(expected, abs=1e-5)
+    # the same patch on its own gives the patch model's own answer
+    crop = image[tuple(slice(0, p) for p in patch[:-1])]
+    assert convolutionalize(model, patch).predict(crop[None], verbose=0)[0, 0] == pytest.approx(
+        model.predict(crop[None], verbose=0)[0, 0], abs=1e-5)
+
+
+def test_convolutionalize_refuses_models_it_cannot_slide():
+    from lunglib.cnn import convolutionalize
+
+    same = build_cnn((10, 18, 18, 1), n_conv_layers=2, filters=4, dense_units=6)
+    with pytest.raises(ValueError, match="padding='valid'"):
+        convolutionalize(same, (20, 36, 36, 1))
+    pooled = build_cnn((10, 18, 18, 1), n_conv_layers=2, filters=4, head="global_max",
+                       padding="valid")
+    with pytest.raises(ValueError, match="head='flatten'"):
+        convolutionalize(pooled, (20, 36, 36, 1))
+    valid = build_cnn((10, 18, 18, 1), n_conv_layers=2, filters=4, padding="valid")
+    with pytest.raises(ValueError, match="smaller than the patch"):
+        convolutionalize(valid, (8, 36, 36, 1))
+
+
+def test_valid_padding_that_leaves_nothing_names_the_problem():
+    with pytest.raises(ValueError, match="padding='valid'"):
+        build_cnn((8, 16, 16, 1), n_conv_layers=2, padding="valid")

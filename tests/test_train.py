@@ -117,49 +117,112 @@ def test_same_seed_same_weights():
         np.testing.assert_array_equal(a, b)
 
 
-def _nodule_cubes(index, shape=(8, 16, 16)):
-    """A cube around each patient's largest nodule (the lung centre when it has none)."""
-    from scipy import ndimage
-
-    cubes, labels = [], []
-    half = np.array(shape) // 2
-    for pid, arrays in index.iter_volumes():
-        image, nodules = arrays["image"], arrays.get("nodule_mask")
-        centre = np.array(image.shape) // 2
-        if nodules is not None and nodules.any():
-            sizes = ndimage.sum_labels(nodules > 0, nodules, index=np.unique(nodules[nodules > 0]))
-            largest = np.unique(nodules[nodules > 0])[int(np.argmax(sizes))]
-            centre = np.round(ndimage.center_of_mass(nodules == largest)).astype(int)
-        padded = np.pad(image, [(h, h) for h in half], mode="edge")
-        cube = padded[tuple(slice(c, c + 2 * h) for c, h in zip(centre, half, strict=True))]
-        cubes.append(cube[..., None].astype(np.float32))
-        labels.append(index.labels([pid])[pid])
-    return np.stack(cubes), np.array(labels)
-
-
-@pytest.mark.slow
-def test_learns_the_synthetic_cohort_above_chance(tmp_path):
-    """Synthetic DICOM -> cache -> patient split -> a small 3D CNN on nodule-centred cubes."""
-    from sklearn.metrics import roc_auc_score
-
+@pytest.fixture(scope="module")
+def synthetic_cache(tmp_path_factory):
+    """The default-difficulty synthetic cohort (small), prepared like the course's notebook 04."""
     from lunglib.cache import cache_dataset
     from lunglib.datasets import open_dataset
     from lunglib.settings import Settings
-    from lunglib.splits import patient_split
     from lunglib.synthetic import write_cohort
 
-    cohort = write_cohort(tmp_path / "cohort", n_patients=24, seed=11, matrix=64, difficulty=0.0,
-                          progress=False)
-    settings = Settings(size=64, n_slices=32, cache_dir=tmp_path / "cache")
-    index = cache_dataset(open_dataset("synthetic", cohort), settings, workers=2, progress=False)
-    x, y = _nodule_cubes(index)
-    groups = np.array(index.ids)
-    assert set(y) == {0, 1}
-    split = patient_split(groups, y, val_fraction=0.4, test_fraction=0.0, seed=0)
-    masks = split.masks(groups)
+    root = tmp_path_factory.mktemp("learn")
+    cohort = write_cohort(root / "cohort", n_patients=48, seed=11, matrix=64, progress=False)
+    settings = Settings(size=64, n_slices=32, cache_dir=root / "cache")
+    return cache_dataset(open_dataset("synthetic", cohort), settings, workers=2, progress=False)
+
+
+def test_nodule_cubes_sit_on_the_largest_nodule_and_in_healthy_lung(synthetic_cache):
+    from scipy import ndimage
+
+    from lunglib.inputs import nodule_cubes
+
+    ids = synthetic_cache.ids[:8]
+    x, y, groups = nodule_cubes(synthetic_cache, ids, shape=(10, 18, 18), n_negatives=3,
+                                jitter=0, seed=0)
+    labels = synthetic_cache.labels(ids)
+    centre = (5, 9, 9)
+    i = 0
+    for pid in ids:
+        arrays = synthetic_cache.load(pid)
+        nodules = arrays["nodule_mask"] > 0
+        n_pos = 2 if nodules.any() else 0
+        assert list(groups[i:i + n_pos + 3]) == [pid] * (n_pos + 3)
+        assert list(y[i:i + n_pos]) == [labels[pid]] * n_pos  # the patient's label
+        assert list(y[i + n_pos:i + n_pos + 3]) == [0, 0, 0]
+        if n_pos:
+            # the positive cube's centre is the brightest-blob region: the largest nodule
+            components, n = ndimage.label(nodules)
+            sizes = ndimage.sum_labels(nodules, components, range(1, n + 1))
+            largest = components == 1 + int(np.argmax(sizes))
+            zc, yc, xc = np.round(ndimage.center_of_mass(largest)).astype(int)
+            assert x[i][centre] == pytest.approx(arrays["image"][zc, yc, xc])
+        i += n_pos + 3
+    assert i == len(y) == len(x) and x.shape[1:] == (10, 18, 18, 1)
+
+
+def test_nodule_cubes_need_nodule_masks(synthetic_cache, monkeypatch):
+    from lunglib.inputs import nodule_cubes
+
+    real_load = synthetic_cache.load
+
+    def without_masks(pid):
+        return {k: v for k, v in real_load(pid).items() if k != "nodule_mask"}
+
+    monkeypatch.setattr(synthetic_cache, "load", without_masks)
+    with pytest.raises(ValueError, match="no nodule_mask"):
+        nodule_cubes(synthetic_cache, synthetic_cache.ids[:1])
+
+
+def test_hard_negatives_are_the_windows_the_model_finds_most_suspicious():
+    from lunglib.train import hard_negatives
+
+    # a "model" whose score rises with the mean brightness of its window
+    model = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.GlobalAveragePooling3D(),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.layers[-1].set_weights([np.full((1, 1), 10.0, np.float32), np.zeros(1, np.float32)])
+    volumes = np.zeros((2, 12, 12, 12, 1), np.float32)
+    volumes[0, 4:8, 8:12, 0:4] = 1.0  # one bright block per volume, in different places
+    volumes[1, 0:4, 0:4, 4:8] = 1.0
+    hard = hard_negatives(model, volumes, per_volume=1, stride=(4, 4, 4))
+    assert hard.shape == (2, 4, 4, 4, 1)
+    assert np.all(hard == 1.0)  # exactly the bright blocks were picked
+    with pytest.raises(ValueError, match="per_volume"):
+        hard_negatives(model, volumes, per_volume=0)
+
+
+@pytest.mark.slow
+def test_learns_the_synthetic_cohort_above_chance(synthetic_cache):
+    """Whole scans in, cancer yes/no out, judged per patient on the validation split.
+
+    The course's recipe: a patch CNN trained on nodule cubes and hard negatives, then slid
+    over the whole scan (``convolutionalize``); the scan's score is its most suspicious window.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from lunglib.cnn import convolutionalize
+    from lunglib.inputs import nodule_cubes
+    from lunglib.splits import patient_split
+    from lunglib.train import cache_arrays, flip_augment, hard_negatives
+
+    labels = synthetic_cache.labels()
+    ids = sorted(labels)
+    split = patient_split(ids, [labels[p] for p in ids], val_fraction=0.35, test_fraction=0.0,
+                          seed=0)
+    shape = (10, 18, 18)
+    x_train, y_train, _ = nodule_cubes(synthetic_cache, split.train, shape, seed=0)
+    x_val, y_val, _ = nodule_cubes(synthetic_cache, split.val, shape, seed=1)
     set_seed(0)
-    model = build_cnn(x.shape[1:], n_conv_layers=2, filters=8, dense_units=16, dropout=0.2)
-    train_model(model, (x[masks["train"]], y[masks["train"]]), (x[masks["val"]], y[masks["val"]]),
-                epochs=15, patience=6, batch_size=4, seed=0)
-    auc = roc_auc_score(y[masks["val"]], predict_proba(model, x[masks["val"]]))
-    assert auc > 0.7
+    model = build_cnn(x_train.shape[1:], n_conv_layers=2, filters=8, dense_units=16,
+                      dropout=0.2, padding="valid")
+    train_model(model, (x_train, y_train), (x_val, y_val), epochs=15, patience=6,
+                batch_size=8, augment=flip_augment, monitor="val_auc", seed=0)
+    volumes, volume_labels = cache_arrays(synthetic_cache, split.train)
+    hard = hard_negatives(model, volumes[volume_labels == 0])
+    train_model(model, (np.concatenate([x_train, hard]), np.r_[y_train, np.zeros(len(hard))]),
+                (x_val, y_val), epochs=8, patience=4, batch_size=8, augment=flip_augment,
+                monitor="val_auc", seed=0)
+    whole = convolutionalize(model, volumes.shape[1:])
+    x_scans, y_scans = cache_arrays(synthetic_cache, split.val)
+    auc = roc_auc_score(y_scans, predict_proba(whole, x_scans))
+    print(f"validation AUC per patient {auc:.3f}")
+    assert auc > 0.7, f"validation AUC per patient {auc:.3f}"
