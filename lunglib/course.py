@@ -41,8 +41,15 @@ def native_stderr_silenced() -> Iterator[None]:
 
 
 def import_tensorflow_quietly():
-    """Import TensorFlow and probe its devices without the native start-up noise."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Import TensorFlow and probe its devices without the native start-up noise.
+
+    Native (C++) logging is set to level 3 before the import: TensorFlow 2.21 logs a spurious
+    "error" (``NodeDef mentions attribute use_unbounded_threadpool``) on every ``tf.data`` map,
+    which would fill saved notebook outputs. Real failures still raise Python exceptions. Set
+    ``LUNGLIB_TF_CPP_MIN_LOG_LEVEL=0`` to see every native message while debugging.
+    """
+    if "tensorflow" not in sys.modules:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get("LUNGLIB_TF_CPP_MIN_LOG_LEVEL", "3")
     with native_stderr_silenced():
         import tensorflow as tf
 
