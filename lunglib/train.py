@@ -390,3 +390,61 @@ def predict_proba(model: keras.Model, data: Data, batch_size: int = 64) -> np.nd
         ds = tf.data.Dataset.from_tensor_slices(data.astype(np.float32)).batch(batch_size)
     p = model.predict(ds, verbose=0)
     return p[:, 0] if p.shape[-1] == 1 else p
+
+
+def fit_scan_classifier(
+    index,
+    train_ids: Sequence[str],
+    val_ids: Sequence[str],
+    cube: Sequence[int] = (10, 18, 18),
+    hard_per_scan: int = 3,
+    epochs: int = 20,
+    patience: int = 6,
+    batch_size: int = 8,
+    seed: int = 42,
+    **build_kwargs,
+) -> tuple[keras.Model, keras.Model]:
+    """Notebook 04's recipe in one call: a whole-scan cancer classifier from nodule cubes.
+
+    1. :func:`lunglib.inputs.nodule_cubes` of the training and validation patients;
+    2. a ``padding="valid"`` patch CNN (:func:`lunglib.cnn.build_cnn`, two blocks by default)
+       trained with flips and early stopping on the validation cubes;
+    3. :func:`hard_negatives` from the healthy training scans, then ``epochs // 2`` more epochs;
+    4. :func:`lunglib.cnn.convolutionalize` to the cached volume shape.
+
+    Parameters
+    ----------
+    index : lunglib.cache.CacheIndex
+        Prepared volumes with nodule masks.
+    train_ids, val_ids : sequence of str
+        Patients of the training and validation splits (the test split is never touched).
+    cube, hard_per_scan, epochs, patience, batch_size, seed
+        As in notebook 04's parameters.
+    **build_kwargs
+        Overrides for :func:`lunglib.cnn.build_cnn` (defaults: 2 blocks, 8 filters, dense 16,
+        dropout 0.3, L2 1e-4).
+
+    Returns
+    -------
+    classifier, patch_model
+        Whole scan in, probability out; and the cube model it was made from.
+    """
+    from lunglib.cnn import build_cnn, convolutionalize
+    from lunglib.inputs import nodule_cubes
+
+    x_fit, y_fit, _ = nodule_cubes(index, train_ids, cube, seed=seed)
+    val = nodule_cubes(index, val_ids, cube, seed=seed + 1)[:2]
+    config = {"n_conv_layers": 2, "filters": 8, "dense_units": 16, "dropout": 0.3, "l2": 1e-4,
+              **build_kwargs, "padding": "valid"}
+    set_seed(seed)
+    model = build_cnn(x_fit.shape[1:], **config)
+    fit = {"patience": patience, "batch_size": batch_size, "augment": flip_augment, "seed": seed}
+    train_model(model, (x_fit, y_fit), val, epochs=epochs, class_weight=class_weights(y_fit), **fit)
+    volumes, labels = cache_arrays(index, list(train_ids))
+    if hard_per_scan > 0 and (labels == 0).any():
+        hard = hard_negatives(model, volumes[labels == 0], per_volume=hard_per_scan)
+        x_fit = np.concatenate([x_fit, hard])
+        y_fit = np.concatenate([y_fit, np.zeros(len(hard), np.int64)])
+        train_model(model, (x_fit, y_fit), val, epochs=max(1, epochs // 2),
+                    class_weight=class_weights(y_fit), **fit)
+    return convolutionalize(model, volumes.shape[1:]), model

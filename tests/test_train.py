@@ -199,29 +199,17 @@ def test_learns_the_synthetic_cohort_above_chance(synthetic_cache):
     """
     from sklearn.metrics import roc_auc_score
 
-    from lunglib.cnn import convolutionalize
-    from lunglib.inputs import nodule_cubes
     from lunglib.splits import patient_split
-    from lunglib.train import cache_arrays, flip_augment, hard_negatives
+    from lunglib.train import cache_arrays, fit_scan_classifier
 
     labels = synthetic_cache.labels()
     ids = sorted(labels)
     split = patient_split(ids, [labels[p] for p in ids], val_fraction=0.35, test_fraction=0.0,
                           seed=0)
-    shape = (10, 18, 18)
-    x_train, y_train, _ = nodule_cubes(synthetic_cache, split.train, shape, seed=0)
-    x_val, y_val, _ = nodule_cubes(synthetic_cache, split.val, shape, seed=1)
-    set_seed(0)
-    model = build_cnn(x_train.shape[1:], n_conv_layers=2, filters=8, dense_units=16,
-                      dropout=0.2, padding="valid")
-    train_model(model, (x_train, y_train), (x_val, y_val), epochs=15, patience=6,
-                batch_size=8, augment=flip_augment, monitor="val_auc", seed=0)
-    volumes, volume_labels = cache_arrays(synthetic_cache, split.train)
-    hard = hard_negatives(model, volumes[volume_labels == 0])
-    train_model(model, (np.concatenate([x_train, hard]), np.r_[y_train, np.zeros(len(hard))]),
-                (x_val, y_val), epochs=8, patience=4, batch_size=8, augment=flip_augment,
-                monitor="val_auc", seed=0)
-    whole = convolutionalize(model, volumes.shape[1:])
+    whole, cube_model = fit_scan_classifier(synthetic_cache, split.train, split.val, epochs=15,
+                                            seed=0)
+    assert cube_model.input_shape == (None, 10, 18, 18, 1)
+    assert whole.input_shape == (None, 32, 64, 64, 1)
     x_scans, y_scans = cache_arrays(synthetic_cache, split.val)
     auc = roc_auc_score(y_scans, predict_proba(whole, x_scans))
     print(f"validation AUC per patient {auc:.3f}")
