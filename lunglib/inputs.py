@@ -13,6 +13,7 @@ import numpy as np
 
 from lunglib.augment import Transform, tf_augment
 from lunglib.cache import CacheIndex
+from lunglib.preprocess import extract_patch
 
 TARGETS = ("label", "nodule_mask", "lung_mask")
 SPLITS = ("train", "val", "test")
@@ -130,13 +131,6 @@ def make_dataset(
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def _cut(image: np.ndarray, centre: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-    """The ``shape`` box centred on ``centre``; outside the volume counts as air (0)."""
-    half = np.array(shape) // 2
-    padded = np.pad(image, [(h, h) for h in half], mode="constant")
-    return padded[tuple(slice(int(c), int(c) + s) for c, s in zip(centre, shape, strict=True))]
-
-
 def nodule_cubes(
     index: CacheIndex,
     ids: Sequence[str],
@@ -214,7 +208,7 @@ def nodule_cubes(
                             replace=len(candidates) < n_negatives)
         picked += list(candidates[chosen])
         targets += [0] * n_negatives
-        cubes += [_cut(image, c, shape) for c in picked]
+        cubes += [extract_patch(image, c, shape, fill=0.0) for c in picked]  # outside: air
         groups += [pid] * len(picked)
     x = np.stack(cubes)[..., None].astype(np.float32)
     return x, np.asarray(targets, dtype=np.int64), np.asarray(groups)

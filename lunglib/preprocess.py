@@ -841,3 +841,36 @@ def prepare(
         source_shape=scan.shape,
         source_spacing=tuple(float(s) for s in scan.spacing),  # type: ignore[arg-type]
     )
+
+
+def check_patch_shape(patch_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
+    """``patch_shape`` as a tuple of ints, one positive size per image axis, or a ValueError."""
+    shape = tuple(int(s) for s in patch_shape)
+    if len(shape) != ndim or min(shape) < 1:
+        raise ValueError(
+            f"patch_shape {tuple(patch_shape)} must have {ndim} positive sizes, one per axis of "
+            "the image"
+        )
+    return shape
+
+
+def extract_patch(
+    volume: np.ndarray, centre: Sequence[int], patch_shape: Sequence[int], fill: float = 0
+) -> np.ndarray:
+    """The ``patch_shape`` box of ``volume`` centred on ``centre``, padded with ``fill``.
+
+    The box starts at ``centre - patch_shape // 2`` on each axis; parts outside the volume take
+    the value ``fill``.
+    """
+    shape = check_patch_shape(patch_shape, volume.ndim)
+    out = np.full(shape, fill, dtype=volume.dtype)
+    src, dst = [], []
+    for c, p, n in zip(centre, shape, volume.shape, strict=True):
+        start = int(c) - p // 2
+        lo, hi = max(start, 0), min(start + p, n)
+        if hi <= lo:
+            return out
+        src.append(slice(lo, hi))
+        dst.append(slice(lo - start, hi - start))
+    out[tuple(dst)] = volume[tuple(src)]
+    return out

@@ -25,42 +25,13 @@ import pandas as pd
 from scipy import ndimage
 from skimage import measure
 
+from lunglib.preprocess import check_patch_shape as _check_shape
+from lunglib.preprocess import extract_patch
+
 CANDIDATE_COLUMNS = [
     "candidate", "peak_prob", "mean_prob", "volume_mm3", "diameter_mm", "n_voxels",
     "centroid_z", "centroid_y", "centroid_x", "x_mm", "y_mm", "z_mm",
 ]
-
-
-def _check_shape(patch_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
-    shape = tuple(int(s) for s in patch_shape)
-    if len(shape) != ndim or min(shape) < 1:
-        raise ValueError(
-            f"patch_shape {tuple(patch_shape)} must have {ndim} positive sizes, one per axis of "
-            "the image"
-        )
-    return shape
-
-
-def extract_patch(
-    volume: np.ndarray, centre: Sequence[int], patch_shape: Sequence[int], fill: float = 0
-) -> np.ndarray:
-    """The ``patch_shape`` box of ``volume`` centred on ``centre``, padded with ``fill``.
-
-    The box starts at ``centre - patch_shape // 2`` on each axis; parts outside the volume take
-    the value ``fill``.
-    """
-    shape = _check_shape(patch_shape, volume.ndim)
-    out = np.full(shape, fill, dtype=volume.dtype)
-    src, dst = [], []
-    for c, p, n in zip(centre, shape, volume.shape, strict=True):
-        start = int(c) - p // 2
-        lo, hi = max(start, 0), min(start + p, n)
-        if hi <= lo:
-            return out
-        src.append(slice(lo, hi))
-        dst.append(slice(lo - start, hi - start))
-    out[tuple(dst)] = volume[tuple(src)]
-    return out
 
 
 def sample_patches(
