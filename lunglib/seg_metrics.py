@@ -1,5 +1,16 @@
 """Segmentation overlap and surface-distance metrics on numpy masks (no TensorFlow).
 
+Three levels of Dice for a split of scans, which answer different questions:
+
+- **per case** (:func:`score_cases`, then the mean): each scan scored on its own, then averaged
+  -- every patient counts the same, so a healthy scan with one false-positive voxel, or a scan
+  whose only nodule is a missed 7-voxel one, pulls the mean down by a whole case;
+- **global** (:func:`dice_global`): intersections and sizes pooled over all voxels of all scans
+  before the ratio, as LiTS reports "Dice global" beside "Dice per case" -- every *voxel* counts
+  the same, so large structures weigh more;
+- **per nodule** (:func:`score_nodules`): a box around each true nodule, false positives
+  elsewhere ignored.
+
 Conventions for empty masks, chosen so that per-case means stay meaningful:
 
 - ``dice`` and ``iou`` of two empty masks are 1.0 (nothing to find, nothing found); of one empty
@@ -44,6 +55,64 @@ def iou(a: np.ndarray, b: np.ndarray) -> float:
     if union == 0:
         return 1.0
     return float(np.logical_and(a, b).sum() / union)
+
+
+def _pooled_counts(
+    truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]
+) -> tuple[int, int, int]:
+    if len(truths) != len(preds):
+        raise ValueError(f"{len(truths)} truth masks but {len(preds)} predictions; give one "
+                         "prediction per case")
+    if len(truths) == 0:
+        raise ValueError("no cases given: a split-level score needs at least one case")
+    shared = n_true = n_pred = 0
+    for i, (t, p) in enumerate(zip(truths, preds, strict=True)):
+        try:
+            t, p = _pair(t, p)
+        except ValueError as err:
+            raise ValueError(f"case {i}: {err}") from None
+        shared += int(np.logical_and(t, p).sum())
+        n_true += int(t.sum())
+        n_pred += int(p.sum())
+    return shared, n_true, n_pred
+
+
+def dice_global(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> float:
+    """Split-level ("global") Dice: ``2 sum|A_i and B_i| / (sum|A_i| + sum|B_i|)`` over cases i.
+
+    Intersections and mask sizes are summed over every voxel of every case of the split (the
+    scans may differ in shape) before the ratio is taken -- the Dice of all scans laid side by
+    side, the "Dice global" that LiTS reports beside the mean "Dice per case". It weighs each
+    voxel equally, so it is dominated by large nodules and barely moved by a patient whose only
+    nodule is a few voxels; the per-case mean weighs each patient equally. Report both.
+
+    Parameters
+    ----------
+    truths, preds : sequence of ndarray
+        Ground-truth and predicted masks (nonzero = foreground), case by case; each pair must
+        have the same shape.
+
+    Returns
+    -------
+    float
+        1.0 when every mask of the split is empty (nothing to find, nothing found).
+    """
+    shared, n_true, n_pred = _pooled_counts(truths, preds)
+    if n_true + n_pred == 0:
+        return 1.0
+    return float(2.0 * shared / (n_true + n_pred))
+
+
+def iou_global(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> float:
+    """Split-level ("global") IoU: pooled intersection over pooled union, as :func:`dice_global`.
+
+    1.0 when every mask of the split is empty.
+    """
+    shared, n_true, n_pred = _pooled_counts(truths, preds)
+    union = n_true + n_pred - shared
+    if union == 0:
+        return 1.0
+    return float(shared / union)
 
 
 def _surface(mask: np.ndarray) -> np.ndarray:

@@ -1,0 +1,53 @@
+"""Split-level ("global") Dice and IoU, beside the per-case mean."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from lunglib.seg_metrics import dice, dice_global, iou, iou_global
+
+
+def _cases():
+    """A scan with a 2x2x2 nodule of which 6 voxels are found, and a healthy scan with 2 FPs."""
+    nodule = np.zeros((4, 6, 6), bool)
+    nodule[1:3, 2:4, 2:4] = True  # 8 voxels
+    found = nodule.copy()
+    found[2, 3, 2:4] = False  # 6 of them predicted, nothing else
+    healthy = np.zeros((3, 5, 7), bool)  # another shape: scans need not match
+    false_pos = healthy.copy()
+    false_pos[0, 0, :2] = True
+    return [nodule, healthy], [found, false_pos]
+
+
+def test_global_dice_pools_voxels_while_the_per_case_mean_weighs_patients():
+    truths, preds = _cases()
+    per_case = [dice(t, p) for t, p in zip(truths, preds, strict=True)]
+    assert per_case == pytest.approx([2 * 6 / (8 + 6), 0.0])
+    # pooled: 6 shared voxels, 8 true, 6 + 2 predicted
+    assert dice_global(truths, preds) == pytest.approx(2 * 6 / (8 + 8))
+    assert iou_global(truths, preds) == pytest.approx(6 / (8 + 8 - 6))
+    assert dice_global(truths, preds) > np.mean(per_case)
+
+
+def test_global_dice_equals_the_dice_of_the_scans_laid_side_by_side():
+    rng = np.random.default_rng(0)
+    truths = [rng.random((5, 8, 8)) > 0.7, rng.random((5, 8, 8)) > 0.9]
+    preds = [rng.random((5, 8, 8)) > 0.6, np.zeros((5, 8, 8), bool)]
+    side_by_side = (np.concatenate(truths), np.concatenate(preds))
+    assert dice_global(truths, preds) == pytest.approx(dice(*side_by_side))
+    assert iou_global(truths, preds) == pytest.approx(iou(*side_by_side))
+    # one case alone is its own Dice
+    assert dice_global(truths[:1], preds[:1]) == pytest.approx(dice(truths[0], preds[0]))
+
+
+def test_global_dice_of_empty_splits_and_bad_input():
+    empty = [np.zeros((2, 3, 3)), np.zeros((1, 2, 2))]
+    assert dice_global(empty, empty) == 1.0 and iou_global(empty, empty) == 1.0
+    truths, preds = _cases()
+    with pytest.raises(ValueError, match="case 1: masks must have the same shape"):
+        dice_global(truths, [preds[0], np.zeros((3, 5, 6))])
+    with pytest.raises(ValueError, match="one prediction per case"):
+        dice_global(truths, preds[:1])
+    with pytest.raises(ValueError, match="at least one case"):
+        dice_global([], [])
