@@ -159,9 +159,8 @@ def prepare_steps(scan, runs: int) -> list[tuple[str, float]]:
     shape = (SETTINGS.n_slices, SETTINGS.size, SETTINGS.size)
     options = pp.PrepareOptions()
     geometry = pp._Geometry.of(scan)
-    factors = [max(1, int(round(options.seg_voxel_mm / s))) for s in geometry.spacing]
-    small_geometry = geometry.shrunk(factors)
-    small_hu = pp._bin_shrink(scan.hu, factors)
+    work_hu, work_geometry = pp._shrunk_copy(scan.hu, geometry, options.work_voxel_mm)
+    small_hu, small_geometry = pp._shrunk_copy(work_hu, work_geometry, options.seg_voxel_mm)
     small = small_geometry.image(small_hu)
     spacing = small.GetSpacing()[::-1]
     lungs = pp.segment_lungs(small_hu, spacing, scan.direction)
@@ -169,8 +168,8 @@ def prepare_steps(scan, runs: int) -> list[tuple[str, float]]:
     grid = pp.box_grid(small, lo, hi, shape, options.margin_mm, options.square)
 
     def box() -> np.ndarray:
-        return pp._resample_array(*pp._cut_to_grid(scan.hu, geometry, grid), grid,
-                                  default=float(scan.hu.min()))
+        return pp._resample_array(*pp._cut_to_grid(work_hu, work_geometry, grid), grid,
+                                  default=float(work_hu.min()))
 
     def lung_mask() -> np.ndarray:
         image = sitk.GetImageFromArray(lungs.astype(np.float32))
@@ -178,9 +177,12 @@ def prepare_steps(scan, runs: int) -> list[tuple[str, float]]:
         return sitk.GetArrayFromImage(grid.resample(image)) >= 0.5
 
     steps = [
-        ("block-average to ~2.5 mm (BinShrink in slabs)", lambda: pp._bin_shrink(scan.hu, factors)),
-        ("segment_lungs on the ~2.5 mm copy", lambda: pp.segment_lungs(small_hu, spacing,
-                                                                      scan.direction)),
+        (f"block-average to the ~{options.work_voxel_mm:g} mm working copy",
+         lambda: pp._shrunk_copy(scan.hu, geometry, options.work_voxel_mm)),
+        (f"block-average that to ~{options.seg_voxel_mm:g} mm",
+         lambda: pp._shrunk_copy(work_hu, work_geometry, options.seg_voxel_mm)),
+        (f"segment_lungs on the ~{options.seg_voxel_mm:g} mm copy",
+         lambda: pp.segment_lungs(small_hu, spacing, scan.direction)),
         ("crop + BinShrink + Resample of the lung box", box),
         ("lung mask onto the output grid", lung_mask),
         ("prepare() as a whole", lambda: prepare(scan, SETTINGS)),

@@ -53,7 +53,7 @@ import pydicom
 import pydicom.uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixels import get_decoder
+from pydicom.pixels import get_decoder, pixel_array
 
 from lunglib.qc import QCFinding
 
@@ -531,7 +531,9 @@ def _slice_to_hu(h: _Header, out: np.ndarray) -> bool:
         raise _SkipSlice("missing_pixel_data", "the file has no pixel data (PixelData missing)")
     syntax = _transfer_syntax(ds) or pydicom.uid.ImplicitVRLittleEndian
     try:
-        raw = ds.pixel_array
+        # A read-only view of uncompressed pixel bytes, not a copy: the HU conversion below
+        # writes into the volume anyway (compressed data is decoded as usual).
+        raw = pixel_array(ds, view_only=True)
     except Exception as exc:  # truncated bytes, corrupt compressed streams, bad group 0028
         reason = f"pixel data is damaged or truncated ({_short(exc)})"
         if syntax.is_compressed:

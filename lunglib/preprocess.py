@@ -21,21 +21,22 @@ scan becomes ~350x350x400 float voxels, often more), segments the lungs at that 
 then throws almost all of it away when shrinking to 32x64x64. :func:`prepare` gets the same
 answer for a fraction of the cost:
 
-1. the scan is block-averaged to ~2.5 mm voxels (``sitk.BinShrink``) and the lungs are segmented
-   on that small copy -- a mask does not need sub-millimetre detail to find a bounding box; after
-   the first labelling, the segmentation works inside the lungs' bounding box only;
+1. the scan is read once, to block-average it to a ~2.5 mm working copy (``sitk.BinShrink``),
+   and that copy once more to ~5 mm, where the lungs are segmented -- a mask does not need
+   millimetre detail to find a bounding box (the default output has 4-5 mm pixels); after the
+   first labelling, the segmentation works inside the lungs' bounding box only;
 2. the lung box is turned into an output grid in patient coordinates (origin, spacing,
    direction), so that the box is resampled **once**, directly to ``(n_slices, size, size)``,
    with ``sitk.Resample`` -- linear for the image, after block-averaging (``sitk.BinShrink``) of
    the cropped region by the whole shrink factor against aliasing, and linear-then-threshold for
-   the masks.
+   the masks. The image is resampled from the ~2.5 mm working copy when the output grid is no
+   finer than that copy on any axis (the default), and from the full-resolution scan otherwise.
 
-The scan itself stays a NumPy array: only the ~2.5 mm copy and the crop under the output grid
-become SimpleITK images, and those are fed to ``sitk.BinShrink`` in slabs of a few MB (a
+The scan itself stays a NumPy array: only the small copies and the crop under the output grid
+become SimpleITK images, and the scan is fed to ``sitk.BinShrink`` in slabs of a few MB (a
 SimpleITK image of the whole scan is a fresh 70-150 MB allocation whose page faults and copy
-cost more than the shrink). On the real LIDC-IDRI-0001 series this takes :func:`prepare` from
-about 2x to about 1x the time pydicom needs to decode the files
-(``benchmarks/bench_preprocess.py``).
+cost more than the shrink). On the real LIDC-IDRI-0001 series :func:`prepare` costs about 0.4x
+the time pydicom needs to decode the files (``benchmarks/bench_preprocess.py``).
 
 Geometry follows each scan's origin, spacing and direction (SimpleITK conventions) throughout,
 so scans with any slice order or direction give the same prepared volume.
@@ -55,7 +56,7 @@ from lunglib.qc import QCFinding
 from lunglib.settings import Settings
 
 #: Bump when a change to this module changes prepared volumes (it is part of the cache key).
-PREPROCESS_VERSION = "2"
+PREPROCESS_VERSION = "3"
 
 LUNG_THRESHOLD_HU = -320
 AIRWAY_THRESHOLDS_HU = (-950, -975, -990, -1000)
@@ -71,8 +72,12 @@ class PrepareOptions:
     ----------
     window : (float, float)
         HU range kept by :func:`window`; ``lo`` maps to 0 and ``hi`` to 1.
+    work_voxel_mm : float
+        Approximate voxel size of the block-averaged working copy of the scan; the output image
+        is resampled from it whenever the output grid is no finer than it on any axis.
     seg_voxel_mm : float
-        Approximate voxel size of the downsampled copy the lungs are segmented on.
+        Approximate voxel size of the copy the lungs are segmented on (made from the working
+        copy).
     margin_mm : float
         Space added around the lung bounding box on every side.
     square : bool
@@ -81,7 +86,8 @@ class PrepareOptions:
     """
 
     window: tuple[float, float] = (-1000.0, 400.0)
-    seg_voxel_mm: float = 2.5
+    work_voxel_mm: float = 2.5
+    seg_voxel_mm: float = 5.0
     margin_mm: float = 5.0
     square: bool = True
 
@@ -90,8 +96,11 @@ class PrepareOptions:
         if not lo < hi:
             raise ValueError(f"window must be (lo, hi) with lo < hi, got {self.window}")
         object.__setattr__(self, "window", (lo, hi))
-        if self.seg_voxel_mm <= 0 or self.margin_mm < 0:
-            raise ValueError("seg_voxel_mm must be > 0 and margin_mm >= 0")
+        if self.work_voxel_mm <= 0 or self.seg_voxel_mm <= 0 or self.margin_mm < 0:
+            raise ValueError(
+                "work_voxel_mm and seg_voxel_mm must be > 0 and margin_mm >= 0, got "
+                f"{self.work_voxel_mm}, {self.seg_voxel_mm} and {self.margin_mm}"
+            )
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -305,6 +314,18 @@ def _bin_shrink(volume: np.ndarray, factors_xyz: Sequence[int]) -> np.ndarray:
     return out
 
 
+def _shrunk_copy(
+    volume: np.ndarray, geometry: _Geometry, voxel_mm: float
+) -> tuple[np.ndarray, _Geometry]:
+    """``volume`` block-averaged to voxels of about ``voxel_mm`` (integer factors), with its
+    geometry; ``volume`` itself when no axis shrinks. A factor never exceeds its axis' length."""
+    factors = [max(1, min(int(round(voxel_mm / s)), n))
+               for s, n in zip(geometry.spacing, volume.shape[::-1], strict=True)]
+    if max(factors) == 1:
+        return volume, geometry
+    return _bin_shrink(volume, factors), geometry.shrunk(factors)
+
+
 def _superior_is_high_z(direction: np.ndarray | None) -> bool:
     """Whether a higher slice index is closer to the head (LPS: +z is superior)."""
     if direction is None:
@@ -397,7 +418,7 @@ def segment_lungs(
     Parameters
     ----------
     hu : ndarray (z, y, x)
-        Hounsfield units (any resolution; :func:`prepare` passes a ~2.5 mm copy).
+        Hounsfield units (any resolution; :func:`prepare` passes a ~5 mm copy).
     spacing : sequence of float
         Voxel size (z, y, x) in mm.
     direction : ndarray (3, 3), optional
@@ -774,14 +795,11 @@ def prepare(
             f"nodule_mask shape {nodule_mask.shape} differs from the scan's {scan.hu.shape} "
             f"({scan.source or scan.patient_key}); masks must be in the scan's voxel grid"
         )
-    # The scan stays a NumPy array: only its ~2.5 mm copy and the crop under the output grid
-    # are ever handed to SimpleITK (see _bin_shrink).
+    # The scan stays a NumPy array and is read once, into the working copy; only the small
+    # copies and the crop under the output grid are ever handed to SimpleITK (see _bin_shrink).
     geometry = _Geometry.of(scan)
-    factors = [max(1, int(round(options.seg_voxel_mm / s))) for s in geometry.spacing]
-    if max(factors) > 1:
-        small_hu, small_geometry = _bin_shrink(scan.hu, factors), geometry.shrunk(factors)
-    else:
-        small_hu, small_geometry = scan.hu, geometry
+    work_hu, work_geometry = _shrunk_copy(scan.hu, geometry, options.work_voxel_mm)
+    small_hu, small_geometry = _shrunk_copy(work_hu, work_geometry, options.seg_voxel_mm)
     small = small_geometry.image(small_hu)
     small_spacing = _spacing_zyx(small)
     lungs = segment_lungs(small_hu, small_spacing, scan.direction)
@@ -807,8 +825,12 @@ def prepare(
         ))
     grid = box_grid(small, box[0], box[1], shape, options.margin_mm, options.square)
 
-    cut = _cut_to_grid(scan.hu, geometry, grid)
-    default = float(scan.hu.min())
+    if np.all(np.asarray(grid.spacing[::-1]) >= work_geometry.spacing):
+        source, source_geometry = work_hu, work_geometry
+    else:  # an output finer than the working copy needs the scan's own detail
+        source, source_geometry = scan.hu, geometry
+    cut = _cut_to_grid(source, source_geometry, grid)
+    default = float(work_hu.min())
     hu_out = (np.full(grid.shape, default, np.float32) if cut is None
               else _resample_array(*cut, grid, default=default))
     lo, hi = options.window

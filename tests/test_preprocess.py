@@ -180,6 +180,26 @@ def test_prepare_real_lidc(lidc):
     assert out.image[out.lung_mask > 0].mean() < 0.25 < out.image[out.lung_mask == 0].mean()
 
 
+@pytest.mark.parametrize("size, n_slices, source", [(64, 32, "working copy"),
+                                                     (320, 100, "full resolution")])
+def test_prepare_resamples_from_the_copy_its_output_grid_needs(lidc, size, n_slices, source):
+    # The default 64 x 64 output (~4 mm pixels) is cut from the ~2.8 mm working copy; an output
+    # finer than that copy (320 x 320: ~0.9 mm pixels) must come from the 0.7 mm scan itself.
+    from lunglib.preprocess import OutputGrid, resample_box
+
+    scan = lidc[0]
+    out = prepare(scan, Settings(size=size, n_slices=n_slices))
+    image = scan.to_sitk()
+    work = shrink_to(image, 2.5)
+    grid = OutputGrid(out.image.shape, out.bbox_mm[0], out.spacing, image.GetDirection())
+    default = float(sitk.GetArrayViewFromImage(work).min())
+    from_work = window(resample_box(work, grid, default=default))
+    from_scan = window(resample_box(image, grid, default=default))
+    expected, other = (from_work, from_scan) if source == "working copy" else (from_scan, from_work)
+    np.testing.assert_allclose(out.image, expected, atol=1e-6)
+    assert np.abs(out.image - other).max() > 0.05  # the two sources really differ
+
+
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
     a, b = a > 0, b > 0
     return 2.0 * (a & b).sum() / (a.sum() + b.sum())
@@ -275,14 +295,15 @@ def test_prepare_equals_the_whole_image_simpleitk_path(synthetic_cohort):
     for pid in dataset.patient_ids():
         scan = dataset.load_scan(pid)
         out = prepare(scan, Settings(size=40, n_slices=20))
-        image = scan.to_sitk()
-        small = shrink_to(image, 2.5)
+        work = shrink_to(scan.to_sitk(), 2.5)  # the working copy, then the segmentation copy
+        small = shrink_to(work, 5.0)
         lungs = segment_lungs(sitk.GetArrayFromImage(small), small.GetSpacing()[::-1],
                               scan.direction)
         lo, hi = lung_bbox(lungs)
         grid = box_grid(small, lo, hi, (20, 40, 40), margin_mm=5.0, square=True)
         np.testing.assert_allclose(grid.origin, out.bbox_mm[0], atol=1e-6)
-        expected = window(resample_box(image, grid, default=float(scan.hu.min())))
+        default = float(sitk.GetArrayViewFromImage(work).min())
+        expected = window(resample_box(work, grid, default=default))
         np.testing.assert_allclose(out.image, expected, atol=1e-6)
 
 
