@@ -53,7 +53,8 @@ def course_notebooks(folder: Path | None = None) -> list[Path]:
 def declared_parameters(notebook: Path) -> set[str]:
     """Names assigned in the notebook's ``parameters``-tagged cell.
 
-    Read with :mod:`ast` (papermill's own inspector skips lines whose comments hold quotes).
+    Read with :mod:`ast`, which sees every assignment (papermill's own inspector skips one
+    whose comment holds '=').
     """
     import ast
 
