@@ -115,6 +115,72 @@ def iou_global(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> flo
     return float(shared / union)
 
 
+def error_breakdown(
+    labels: np.ndarray, pred: np.ndarray, case_id: str = "", connectivity: int = 3
+) -> dict:
+    """Where a whole-scan Dice is lost: the voxels of a prediction sorted by kind of error.
+
+    With ``TP`` shared voxels, ``FN`` missed and ``FP`` false voxels, Dice is
+    ``2 TP / (2 TP + FN + FP)``; this splits ``FN`` and ``FP`` by cause, so one can tell
+    detection errors from outline errors:
+
+    - ``fn_missed``: voxels of true nodules that no predicted voxel touches (nodule not found);
+    - ``fn_outline``: missed voxels of nodules that were found (outline too small);
+    - ``fp_outline``: false voxels in predicted components that touch a true nodule (outline
+      too large);
+    - ``fp_elsewhere``: false voxels in predicted components that touch no nodule (false
+      candidates, e.g. vessels).
+
+    Summed over a split's cases, the counts give its global Dice (:func:`dice_global`) and what it
+    would be without one kind of error.
+
+    Parameters
+    ----------
+    labels : ndarray (z, y, x)
+        Nodule label image (0 background, k inside nodule k); a binary mask counts as one
+        nodule per connected component.
+    pred : ndarray, same shape
+        Predicted mask (nonzero = nodule).
+    case_id : str, optional
+        Kept under ``case_id``.
+    connectivity : {1, 2, 3}, default 3
+        Neighbourhood that makes predicted voxels one component (as
+        :func:`lunglib.segment.candidate_mask`).
+
+    Returns
+    -------
+    dict
+        ``case_id, tp, fn_missed, fn_outline, fp_outline, fp_elsewhere, nodules, nodules_found,
+        false_components``.
+    """
+    labels = np.asarray(labels)
+    pred = np.asarray(pred) > 0
+    if labels.shape != pred.shape:
+        raise ValueError(f"labels {labels.shape} and pred {pred.shape} must have the same shape")
+    if labels.dtype == bool or labels.max(initial=0) <= 1:
+        labels, _ = ndimage.label(labels > 0)
+    truth = labels > 0
+    structure = ndimage.generate_binary_structure(labels.ndim, connectivity)
+    components, n_components = ndimage.label(pred, structure=structure)
+    touching = np.unique(components[truth & pred])
+    on_nodule = np.isin(components, touching[touching > 0])
+    found = np.unique(labels[truth & pred])
+    found = found[found > 0]
+    in_found = np.isin(labels, found)
+    false = pred & ~truth
+    return {
+        "case_id": str(case_id),
+        "tp": int((truth & pred).sum()),
+        "fn_missed": int((truth & ~in_found).sum()),
+        "fn_outline": int((in_found & ~pred).sum()),
+        "fp_outline": int((false & on_nodule).sum()),
+        "fp_elsewhere": int((false & ~on_nodule).sum()),
+        "nodules": int(len(np.unique(labels[truth]))),
+        "nodules_found": int(len(found)),
+        "false_components": int(n_components - np.count_nonzero(touching)),
+    }
+
+
 def _surface(mask: np.ndarray) -> np.ndarray:
     structure = ndimage.generate_binary_structure(mask.ndim, 1)
     return mask & ~ndimage.binary_erosion(mask, structure, border_value=0)

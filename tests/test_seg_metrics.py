@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lunglib.seg_metrics import dice, dice_global, iou, iou_global
+from lunglib.seg_metrics import dice, dice_global, error_breakdown, iou, iou_global
 
 
 def _cases():
@@ -51,3 +51,23 @@ def test_global_dice_of_empty_splits_and_bad_input():
         dice_global(truths, preds[:1])
     with pytest.raises(ValueError, match="at least one case"):
         dice_global([], [])
+
+
+def test_error_breakdown_separates_missed_nodules_outlines_and_false_candidates():
+    labels = np.zeros((6, 20, 20), np.int16)
+    labels[2:4, 2:5, 2:5] = 1  # 18 voxels, found with a one-column-short outline
+    labels[2:4, 12:14, 12:14] = 2  # 8 voxels, missed
+    pred = labels == 1
+    pred[2:4, 2:5, 4] = False  # 6 voxels of nodule 1 missed
+    pred[2:4, 2:5, 1] = True  # 6 false voxels glued to nodule 1
+    pred[0, 17:19, 17:19] = True  # a false candidate of 4 voxels
+    found = error_breakdown(labels, pred, "A")
+    assert found == {"case_id": "A", "tp": 12, "fn_missed": 8, "fn_outline": 6,
+                     "fp_outline": 6, "fp_elsewhere": 4, "nodules": 2, "nodules_found": 1,
+                     "false_components": 1}
+    fn = found["fn_missed"] + found["fn_outline"]
+    fp = found["fp_outline"] + found["fp_elsewhere"]
+    assert 2 * found["tp"] / (2 * found["tp"] + fn + fp) == pytest.approx(dice(labels, pred))
+    healthy = error_breakdown(np.zeros_like(labels), pred > 0)
+    assert healthy["nodules"] == 0 and healthy["false_components"] == 2
+    assert healthy["fp_elsewhere"] == int(pred.sum())
