@@ -48,6 +48,7 @@ def sample_patches(
     hard_fraction: float = 0.0,
     hard_level: float | None = None,
     hard_margin: int = 3,
+    context_step: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training patches of an image and its binary nodule mask.
 
@@ -80,6 +81,11 @@ def sample_patches(
         below each patch, as channels (a "2.5D" input: the network can tell a vessel, which
         continues through the neighbouring slices, from a nodule, which ends). The mask stays
         that of the centre slice.
+    context_step : int, default 1
+        Slices between neighbouring channels: channel ``k`` is slice ``z + k * context_step``.
+        Use :func:`context_step_for` to keep the context a fixed distance in mm whatever the
+        slice thickness, so a model trained on 2.5 mm slices sees the same geometry on 1.25 mm
+        ones.
     hard_fraction : float, default 0
         Fraction of the negative patches centred on *bright* lung voxels (``image >=
         hard_level``) at least ``hard_margin`` voxels from any nodule -- in a CT that is mostly
@@ -114,7 +120,9 @@ def sample_patches(
         )
     if not 0.0 <= hard_fraction <= 1.0:
         raise ValueError(f"hard_fraction must be in [0, 1], got {hard_fraction}")
-    shape = _check_shape((1 + 2 * context, *patch_shape) if planar else patch_shape, image.ndim)
+    step = _check_step(context_step)
+    reach = context * step
+    shape = _check_shape((1 + 2 * reach, *patch_shape) if planar else patch_shape, image.ndim)
     if n_pos < 0 or n_neg < 0:
         raise ValueError(f"n_pos and n_neg must be >= 0, got {n_pos} and {n_neg}")
     rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
@@ -155,10 +163,33 @@ def sample_patches(
         images[i] = extract_patch(image, centre, shape, fill)
         masks[i] = extract_patch(binary, centre, shape, 0)
     if planar and context:
-        return np.moveaxis(images, 1, -1), masks[:, context]
+        return np.moveaxis(images[:, ::step], 1, -1), masks[:, reach]
     if planar:
         return images[:, 0], masks[:, 0]
     return images, masks
+
+
+def _check_step(context_step: int) -> int:
+    if int(context_step) != context_step or context_step < 1:
+        raise ValueError(f"context_step must be a positive integer, got {context_step!r}")
+    return int(context_step)
+
+
+def context_step_for(slice_spacing_mm: float, context_mm: float | None) -> int:
+    """Slices between the channels of a 2.5D input so that they lie about ``context_mm`` apart.
+
+    ``max(1, round(context_mm / slice_spacing_mm))``: 2 for 1.25 mm slices and 2.5 mm, 1 for
+    2-3 mm slices; 1 when ``context_mm`` is None or 0 (neighbouring slices, whatever their
+    spacing). Pass the result as ``context_step`` to :func:`sample_patches` and
+    :func:`predict_volume`, scan by scan.
+    """
+    if slice_spacing_mm <= 0:
+        raise ValueError(f"slice_spacing_mm must be > 0, got {slice_spacing_mm}")
+    if not context_mm:
+        return 1
+    if context_mm < 0:
+        raise ValueError(f"context_mm must be >= 0, got {context_mm}")
+    return max(1, int(round(context_mm / slice_spacing_mm)))
 
 
 def _starts(length: int, size: int, stride: int) -> list[int]:
@@ -211,6 +242,7 @@ def predict_volume(
     fill: float | None = None,
     clip_to_lung: bool = True,
     context: int = 0,
+    context_step: int = 1,
 ) -> np.ndarray:
     """Nodule probability for every voxel, by a sliding window over the lungs' bounding box.
 
@@ -243,6 +275,8 @@ def predict_volume(
         For a 2.5D model (2D input with ``2 * context + 1`` channels, trained on
         ``sample_patches(..., context=context)``): each slice is given with its ``context``
         neighbours above and below as channels, padded with ``fill`` beyond the volume.
+    context_step : int, default 1
+        Slices between neighbouring channels, as given to :func:`sample_patches` for training.
 
     Returns
     -------
@@ -255,6 +289,7 @@ def predict_volume(
     context = int(context)
     if context < 0 or (context and len(patch) != 2):
         raise ValueError(f"context={context} needs a 2D patch_shape (h, w) and context >= 0")
+    reach = int(context) * _check_step(context_step)
     if len(patch) == 2:
         window = (1, *patch)
     elif len(patch) == 3:
@@ -278,14 +313,14 @@ def predict_volume(
     region = np.pad(region, pad, mode="constant", constant_values=fill)
     if context:  # neighbouring slices, from the image itself where they exist
         z0, z1 = box[0].start, box[0].stop
-        below = image[max(z0 - context, 0):z0, box[1], box[2]]
-        above = image[z1:z1 + context, box[1], box[2]]
+        below = image[max(z0 - reach, 0):z0, box[1], box[2]]
+        above = image[z1:z1 + reach, box[1], box[2]]
         sides = [(0, 0), (0, region.shape[1] - below.shape[1]),
                  (0, region.shape[2] - below.shape[2])]
         below = np.pad(below, sides, mode="constant", constant_values=fill)
         above = np.pad(above, sides, mode="constant", constant_values=fill)
         stacked = np.concatenate([below, region[: z1 - z0], above])
-        stacked = np.pad(stacked, [(context - len(below), context - len(above)), (0, 0), (0, 0)],
+        stacked = np.pad(stacked, [(reach - len(below), reach - len(above)), (0, 0), (0, 0)],
                          mode="constant", constant_values=fill)
     else:
         stacked = region
@@ -301,8 +336,8 @@ def predict_volume(
         chunk = corners[first:first + batch_size]
         if context:
             batch = np.stack([
-                np.moveaxis(stacked[z:z + 1 + 2 * context, y:y + window[1], x:x + window[2]],
-                            0, -1)
+                np.moveaxis(stacked[z:z + 1 + 2 * reach:context_step, y:y + window[1],
+                                    x:x + window[2]], 0, -1)
                 for z, y, x in chunk
             ])
         else:

@@ -316,6 +316,40 @@ def test_sliding_window_with_context_sees_the_neighbouring_slices():
         predict_volume(_ChannelMeanModel(), image, lung, (4, 16, 16), context=1)
 
 
+def test_context_step_spaces_the_channels_a_fixed_number_of_slices_apart():
+    from lunglib.segment import context_step_for
+
+    assert [context_step_for(t, 2.5) for t in (1.0, 1.25, 2.0, 2.5, 3.0)] == [2, 2, 1, 1, 1]
+    assert context_step_for(1.25, None) == 1 and context_step_for(1.25, 0) == 1
+    image = np.broadcast_to(np.arange(20, dtype=np.float32)[:, None, None], (20, 16, 16)).copy()
+    nodules = np.zeros(image.shape, np.uint8)
+    nodules[9:11, 6:10, 6:10] = 1
+    lung = np.ones(image.shape, np.uint8)
+    images, masks = sample_patches(image, nodules, lung, (8, 8), n_pos=20, n_neg=20, rng=0,
+                                   context=2, context_step=3, fill=-1.0)
+    assert images.shape == (40, 8, 8, 5)
+    centre = images[:, 4, 4, 2]
+    for k, offset in enumerate((-6, -3, 0, 3, 6)):
+        expected = np.where((centre + offset >= 0) & (centre + offset < 20), centre + offset, -1)
+        np.testing.assert_array_equal(images[:, 4, 4, k], expected)
+    assert all(masks[i].any() for i in range(20))  # the mask is still the centre slice's
+    # inference gives each slice the same neighbours: a model that returns its first channel
+    # returns the slice 2 steps below
+    lung[:] = 0
+    lung[4:15, 2:14, 2:14] = 1
+    prob = predict_volume(_FirstChannelModel(), image, lung, (8, 8), margin=0, context=2,
+                          context_step=3, fill=-1.0, clip_to_lung=False)
+    z = np.arange(4, 15)
+    np.testing.assert_array_equal(prob[4:15, 8, 8], np.where(z - 6 >= 0, z - 6, -1))
+    with pytest.raises(ValueError, match="context_step"):
+        predict_volume(_FirstChannelModel(), image, lung, (8, 8), context=2, context_step=0)
+
+
+class _FirstChannelModel:
+    def predict(self, batch, batch_size=16, verbose=0):
+        return batch[..., :1]
+
+
 def test_candidate_mask_drops_components_below_the_minimum_volume():
     from lunglib.segment import candidate_mask
 
