@@ -208,7 +208,23 @@ def build_cnn(
     return model
 
 
-def convolutionalize(model: keras.Model, input_shape: Sequence[int]) -> keras.Model:
+def output_stride(model: keras.Model) -> tuple[int, ...]:
+    """Voxels between neighbouring outputs of a convolutionalized ``model``, per spatial axis.
+
+    The product of the pooling layers' strides: the step between the patches that the positions
+    of :func:`convolutionalize`'s probability map stand for.
+    """
+    stride = [1] * (len(model.input_shape) - 2)
+    for layer in model.layers:
+        if isinstance(layer, (layers.MaxPooling2D, layers.MaxPooling3D,
+                              layers.AveragePooling2D, layers.AveragePooling3D)):
+            stride = [s * int(t) for s, t in zip(stride, layer.strides, strict=True)]
+    return tuple(stride)
+
+
+def convolutionalize(
+    model: keras.Model, input_shape: Sequence[int], reduce: str = "max"
+) -> keras.Model:
     """Slide a patch classifier over a whole image: the "fully convolutional" trick.
 
     A :func:`build_cnn` model with a ``flatten`` head, trained on small patches or cubes, is
@@ -227,12 +243,18 @@ def convolutionalize(model: keras.Model, input_shape: Sequence[int]) -> keras.Mo
     input_shape : sequence of int
         Spatial axes then channels of the whole input, e.g. ``(32, 64, 64, 1)``; at least as
         large as the patch on every axis.
+    reduce : {"max", "none"}
+        ``"max"`` returns the scan's most suspicious patch; ``"none"`` the whole probability map,
+        whose position ``i`` is the patch starting at voxel ``i * output_stride(model)``.
 
     Returns
     -------
     keras.Model
-        Whole image in, one probability out (uncompiled; for ``predict`` and Grad-CAM).
+        Whole image in, one probability out (uncompiled; for ``predict`` and Grad-CAM), or the
+        ``(n, *positions, 1)`` probability map with ``reduce="none"``.
     """
+    if reduce not in ("max", "none"):
+        raise ValueError(f"reduce must be 'max' or 'none', got {reduce!r}")
     input_shape = tuple(int(s) for s in input_shape)
     patch_shape = tuple(model.input_shape[1:])
     if len(input_shape) != len(patch_shape) or input_shape[-1] != patch_shape[-1]:
@@ -271,5 +293,7 @@ def convolutionalize(model: keras.Model, input_shape: Sequence[int]) -> keras.Mo
     probability_map = out(x)
     out.set_weights([out_kernel.reshape((1,) * len(feature_shape[:-1]) + out_kernel.shape),
                      out_bias])
+    if reduce == "none":
+        return keras.Model(inputs, probability_map, name=f"{model.name}_map")
     outputs = global_max(name="most_suspicious_patch")(probability_map)
     return keras.Model(inputs, outputs, name=f"{model.name}_sliding")

@@ -9,6 +9,7 @@ run.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -364,8 +365,6 @@ def hard_negatives(
     ndarray
         ``(n * per_volume, *window, 1)`` float32 windows, to be labelled 0.
     """
-    from numpy.lib.stride_tricks import sliding_window_view
-
     window = tuple(int(s) for s in model.input_shape[1:-1])
     volumes = np.asarray(volumes, dtype=np.float32)
     if volumes.ndim != len(window) + 2:
@@ -374,13 +373,60 @@ def hard_negatives(
         raise ValueError(f"stride {tuple(stride)} must give {len(window)} steps >= 1")
     if per_volume < 1:
         raise ValueError(f"per_volume must be >= 1, got {per_volume}")
+    scores, origins = _window_scores(model, volumes, tuple(int(s) for s in stride))
     picked = []
-    for volume in volumes:
-        views = sliding_window_view(volume[..., 0], window)
-        views = views[tuple(slice(None, None, int(s)) for s in stride)].reshape(-1, *window)
-        scores = predict_proba(model, views[..., None], batch_size=256)
-        picked.append(views[np.argsort(scores)[-per_volume:]])
-    return np.concatenate(picked)[..., None].astype(np.float32)
+    for volume, volume_scores in zip(volumes, scores, strict=True):
+        for k in np.argsort(volume_scores, kind="stable")[-per_volume:]:
+            corner = origins[k]
+            picked.append(volume[tuple(slice(c, c + w) for c, w in zip(corner, window,
+                                                                        strict=True))])
+    return np.stack(picked).astype(np.float32)
+
+
+def _window_scores(
+    model: keras.Model, volumes: np.ndarray, stride: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """The patch model's score of every window at ``stride`` in each volume.
+
+    Returns ``(n_volumes, n_windows)`` scores and the windows' ``(n_windows, ndim)`` corners.
+    Where ``stride`` divides the model's own output stride the convolutionalized model scores
+    whole volumes at once (one pass per offset); otherwise each window is cut and scored.
+    """
+    from lunglib.cnn import convolutionalize, output_stride
+
+    window = tuple(int(s) for s in model.input_shape[1:-1])
+    positions = [np.arange(0, n - w + 1, s)
+                 for n, w, s in zip(volumes.shape[1:-1], window, stride, strict=True)]
+    origins = np.stack(np.meshgrid(*positions, indexing="ij"), axis=-1).reshape(-1, len(window))
+    net = output_stride(model)
+    slidable = "flatten" in {layer.name for layer in model.layers} and not any(
+        getattr(layer, "padding", "valid") != "valid" for layer in model.layers)
+    if not slidable or any(n % s for n, s in zip(net, stride, strict=True)):
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        scores = []
+        for volume in volumes:
+            views = sliding_window_view(volume[..., 0], window)
+            views = views[tuple(slice(None, None, s) for s in stride)].reshape(-1, *window)
+            scores.append(predict_proba(model, views[..., None], batch_size=256))
+        return np.stack(scores), origins
+    scores = np.zeros((len(volumes), len(origins)), np.float32)
+    filled = np.zeros(len(origins), bool)
+    slot = {tuple(int(v) for v in o): i for i, o in enumerate(origins)}
+    for offset in itertools.product(*(range(0, n, s) for n, s in zip(net, stride, strict=True))):
+        if any(o + w > n for o, w, n in zip(offset, window, volumes.shape[1:-1], strict=True)):
+            continue
+        part = volumes[(slice(None), *(slice(o, None) for o in offset))]
+        maps = convolutionalize(model, part.shape[1:], reduce="none").predict(
+            part, batch_size=8, verbose=0)[..., 0]
+        for index in np.ndindex(*maps.shape[1:]):
+            corner = tuple(o + i * n for o, i, n in zip(offset, index, net, strict=True))
+            if corner in slot:
+                scores[:, slot[corner]] = maps[(slice(None), *index)]
+                filled[slot[corner]] = True
+    if not filled.all():  # cannot happen with valid padding; a guard against silent zeros
+        raise RuntimeError(f"{int((~filled).sum())} windows were not scored by the map model")
+    return scores, origins
 
 
 def predict_proba(model: keras.Model, data: Data, batch_size: int = 64) -> np.ndarray:

@@ -190,6 +190,33 @@ def test_hard_negatives_are_the_windows_the_model_finds_most_suspicious():
         hard_negatives(model, volumes, per_volume=0)
 
 
+@pytest.mark.parametrize("window, shape, stride", [((10, 18, 18), (20, 40, 36), (2, 4, 4)),
+                                                    ((18, 18), (40, 30), (2, 4))])
+def test_hard_negatives_score_every_window_as_the_patch_model_does(window, shape, stride):
+    # A flatten + valid CNN is slid over whole volumes by its convolutionalized map (one pass per
+    # offset); the scores must be the patch model's own, window by window.
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    from lunglib.cnn import build_cnn
+    from lunglib.train import _window_scores, hard_negatives
+
+    keras.utils.set_random_seed(2)
+    model = build_cnn((*window, 1), n_conv_layers=2, filters=4, dense_units=6, padding="valid")
+    volumes = np.random.default_rng(0).random((2, *shape, 1), dtype=np.float32)
+    scores, origins = _window_scores(model, volumes, stride)
+    for volume, got in zip(volumes, scores, strict=True):
+        views = sliding_window_view(volume[..., 0], window)
+        views = views[tuple(slice(None, None, s) for s in stride)].reshape(-1, *window)
+        expected = model.predict(views[..., None], verbose=0)[:, 0]
+        np.testing.assert_allclose(got, expected, atol=1e-5)
+    assert origins[:, 0].max() + window[0] <= shape[0]
+    hard = hard_negatives(model, volumes, per_volume=2, stride=stride)
+    assert hard.shape == (4, *window, 1)
+    best = origins[np.argmax(scores[1])]
+    np.testing.assert_array_equal(
+        hard[-1], volumes[1][tuple(slice(o, o + w) for o, w in zip(best, window, strict=True))])
+
+
 @pytest.mark.slow
 def test_learns_the_synthetic_cohort_above_chance(synthetic_cache):
     """Whole scans in, cancer yes/no out, judged per patient on the validation split.
