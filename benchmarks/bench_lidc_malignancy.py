@@ -22,9 +22,21 @@ best-cnn           ``patch_inputs`` at 0.8 mm pixels, 40x40: HU windows [-1000, 
                    flatten head, dropout 0.4, L2; rotation/flip augmentation, 8-fold test-time
                    augmentation, 2 seeds averaged per fold; trained on every training patch,
                    rating 3 included, against the soft target (rating - 1) / 4
-best-cnn+area      logistic regression on [best-cnn logit, log outline area], fitted on validation
-best-cnn+features  logistic regression on [best-cnn logit, features-logreg logit], fitted on
-                   validation
+consensus-cnn      best-cnn (same inputs, network, augmentation, TTA, seeds) trained against a
+                   less noisy target: the mean malignancy of EVERY reader who marked the nodule
+                   (``malignancy_by_reader`` pooled over the rows of its ``nodule_id``), as
+                   (mean - 1) / 4. Training targets only: validation (early stopping, threshold)
+                   and test keep the outlining reader's own <=2 / >=4 label; a nodule never
+                   spans two patients, so no test-fold rating reaches training
+multitask-cnn      consensus-cnn with a second sigmoid head on the dense layer regressing the
+                   readers' eight characteristic ratings (nodule mean, scaled to [0, 1]; loss
+                   weight ``--aux-weight`` 0.5); training targets only, the image goes in alone
+X+area             logistic regression on [X logit, log outline area], fitted on validation
+X+features         logistic regression on [X logit, features-logreg logit], fitted on validation
+
+Every method is also compared with area-logreg on the same test samples: per-fold ROC-AUC
+difference, folds won, and the pooled out-of-fold ROC-AUC difference with a 95 % CI from a paired
+bootstrap over patients (2000 resamples). "Clearly beats the size floor" = that CI excludes 0.
 
 Run: ``.venv/bin/python benchmarks/bench_lidc_malignancy.py [--folds 5] [--seeds 2]``; on a busy
 machine split the folds over processes (``--only-folds 0,1 --save-preds a.npz`` ...) and print
@@ -98,7 +110,11 @@ def load_patches(path: Path) -> dict[str, np.ndarray]:
         raise SystemExit(f"{path} not found: this benchmark needs the LIDC nodule patch set")
     d = np.load(path)
     rating = d["malignancy"].astype(np.int64)
+    nodule = d["nodule_id"].astype(str)
     return {
+        "nodule": nodule,
+        "reader_mean": nodule_reader_mean(nodule, d["malignancy_by_reader"]),
+        "characteristics": nodule_characteristics(nodule, d),
         "image": d["image"].astype(np.float32),  # already HU (see the data README)
         "mask": d["mask"].astype(np.float32),
         "spacing": d["pixel_spacing_mm"].astype(np.float32),
@@ -106,6 +122,58 @@ def load_patches(path: Path) -> dict[str, np.ndarray]:
         "rating": rating,
         "y": np.where(rating == 3, -1, (rating >= 4).astype(np.int64)),
     }
+
+
+CHARACTERISTICS = {  # LIDC characteristic rating -> its range, scaled to [0, 1] for the aux head
+    "subtlety": (1, 5), "internal_structure": (1, 4), "calcification": (1, 6),
+    "sphericity": (1, 5), "margin": (1, 5), "lobulation": (1, 5), "spiculation": (1, 5),
+    "texture": (1, 5),
+}
+
+
+def nodule_reader_mean(nodule: np.ndarray, by_reader: np.ndarray) -> np.ndarray:
+    """Per sample, the mean malignancy of every reader who marked its nodule (1-5).
+
+    Rows of one ``nodule_id`` hold disjoint readers, so their nonzero ``malignancy_by_reader``
+    entries are pooled. Used as a TRAINING target only (a nodule never spans two patients, so
+    no test-fold rating reaches training); evaluation keeps the outlining reader's rating.
+    """
+    ratings: dict[str, list[int]] = {}
+    for n, row in zip(nodule, by_reader, strict=True):
+        ratings.setdefault(n, []).extend(int(v) for v in row if v > 0)
+    return np.array([np.mean(ratings[n]) for n in nodule], dtype=np.float32)
+
+
+def nodule_characteristics(nodule: np.ndarray, d) -> np.ndarray:
+    """(N, 8) the readers' characteristic ratings, averaged over the rows of each nodule and
+    scaled to [0, 1]: auxiliary TRAINING targets of multitask-cnn, never a test input."""
+    cols = []
+    for name, (lo, hi) in CHARACTERISTICS.items():
+        v = (d[name].astype(np.float32) - lo) / (hi - lo)
+        sums: dict[str, list[float]] = {}
+        for n, x in zip(nodule, v, strict=True):
+            sums.setdefault(n, []).append(float(x))
+        cols.append([np.mean(sums[n]) for n in nodule])
+    return np.array(cols, dtype=np.float32).T
+
+
+def reader_agreement(path: Path) -> tuple[float, int]:
+    """ROC-AUC of the mean rating of the OTHER readers of a nodule against the outlining reader's
+    benign/malignant label, over samples whose nodule has another reader: how well one reader
+    predicts another, a rough ceiling for any model scored against a single reader."""
+    d = np.load(path)
+    nodule, own = d["nodule_id"].astype(str), d["malignancy"].astype(int)
+    ratings: dict[str, list[int]] = {}
+    for n, row in zip(nodule, d["malignancy_by_reader"], strict=True):
+        ratings.setdefault(n, []).extend(int(v) for v in row if v > 0)
+    others = np.full(len(own), np.nan)
+    for i, (n, r) in enumerate(zip(nodule, own, strict=True)):
+        rest = list(ratings[n])
+        rest.remove(r)
+        if rest:
+            others[i] = np.mean(rest)
+    ok = (own != 3) & ~np.isnan(others)
+    return float(roc_auc_score(own[ok] >= 4, others[ok])), int(ok.sum())
 
 
 def prepare_best(data: dict[str, np.ndarray]) -> np.ndarray:
@@ -213,6 +281,71 @@ def run_best(x, data, tr_all, va, te, seeds, epochs=40, patience=8):
     return np.mean(pv, axis=0), np.mean(pt, axis=0)
 
 
+def build_multitask(input_shape, n_aux: int, aux_weight: float):
+    """``build_cnn`` (BEST_CONFIG) with a second sigmoid head of ``n_aux`` units on its dense
+    layer; the malignancy head keeps the name ``output``."""
+    import keras
+
+    from lunglib.cnn import build_cnn
+
+    base = build_cnn(input_shape, **BEST_CONFIG)
+    trunk = base.get_layer("dropout_dense").output
+    aux = keras.layers.Dense(n_aux, activation="sigmoid", name="aux")(trunk)
+    model = keras.Model(base.input, {"output": base.output, "aux": aux}, name="multitask_cnn")
+    model.compile(
+        optimizer=keras.optimizers.Adam(BEST_CONFIG["learning_rate"]),
+        loss={"output": "binary_crossentropy", "aux": "binary_crossentropy"},
+        loss_weights={"output": 1.0, "aux": aux_weight},
+    )
+    return model
+
+
+def run_consensus(x, data, tr_all, va, te, seeds, multitask=False, aux_weight=0.5,
+                  epochs=40, patience=8):
+    """best-cnn trained against the mean rating of every reader of the nodule, (mean - 1) / 4,
+    optionally with the readers' characteristic ratings as auxiliary outputs (multitask).
+
+    Validation (early stopping, threshold) and test keep the outlining reader's binary label.
+    """
+    import tensorflow as tf
+
+    from lunglib.cnn import build_cnn
+    from lunglib.train import dihedral_augment, set_seed, train_model
+
+    soft = ((data["reader_mean"] - 1) / 4.0).astype(np.float32)
+    aux = data["characteristics"]
+    y_val = data["y"][va].astype(np.float32)
+    pv, pt = [], []
+    for seed in seeds:
+        set_seed(seed)
+        if multitask:
+            model = build_multitask(x.shape[1:], aux.shape[1], aux_weight)
+            train = (tf.data.Dataset.from_tensor_slices(
+                (x[tr_all], {"output": soft[tr_all], "aux": aux[tr_all]}))
+                .shuffle(len(tr_all), seed=seed).map(dihedral_augment).batch(32)
+                .prefetch(tf.data.AUTOTUNE))
+            val = tf.data.Dataset.from_tensor_slices(
+                (x[va], {"output": y_val, "aux": aux[va]})).batch(32)
+            train_model(model, train, val, epochs=epochs, patience=patience, class_weight=None,
+                        monitor="val_output_loss", seed=seed)
+            head = _malignancy_head(model)
+        else:
+            model = build_cnn(x.shape[1:], **BEST_CONFIG)
+            train_model(model, (x[tr_all], soft[tr_all]), (x[va], y_val), epochs=epochs,
+                        patience=patience, batch_size=32, class_weight=None,
+                        monitor="val_loss", augment=dihedral_augment, seed=seed)
+            head = model
+        pv.append(predict_tta(head, x[va]))
+        pt.append(predict_tta(head, x[te]))
+    return np.mean(pv, axis=0), np.mean(pt, axis=0)
+
+
+def _malignancy_head(model):
+    import keras
+
+    return keras.Model(model.input, model.get_layer("output").output)
+
+
 def run_features(data, tr, va, te):
     """Logistic regression on ``lunglib.features.outline_features`` (size, shape, HU)."""
     feats = data["features"]
@@ -290,6 +423,47 @@ def print_table(saved: dict[str, np.ndarray], methods: list[str]) -> None:
         print(f"| {m} | {' | '.join(cells)} | {pooled:.3f} | {len(folds)} | {seconds:.0f} |")
 
 
+def _pooled(saved, m, folds):
+    y = saved["y"]
+    te = np.concatenate([saved[f"{f}/test_index"] for f in folds])
+    return te, y[te], np.concatenate([saved[f"{m}/{f}/test"] for f in folds])
+
+
+def print_paired(saved: dict[str, np.ndarray], methods: list[str], reference: str = "area-logreg",
+                 n_boot: int = 2000, seed: int = 0) -> None:
+    """Every method against ``reference`` on the same test samples: per-fold ROC-AUC
+    differences (folds won), and the pooled out-of-fold ROC-AUC difference with a 95 % CI from
+    a paired bootstrap over patients (both methods scored on the same resampled patients)."""
+    if not any(k.startswith(f"{reference}/") for k in saved):
+        return
+    y, patients = saved["y"], saved["patient"]
+    rng = np.random.default_rng(seed)
+    print()
+    print(f"| method | per-fold AUC - {reference} | folds won | pooled AUC difference "
+          "[95 % CI, patient bootstrap] |")
+    print("|---|---|---|---|")
+    for m in methods:
+        if m == reference:
+            continue
+        folds = sorted({k.split("/")[1] for k in saved if k.startswith(f"{m}/")})
+        diffs = [roc_auc_score(y[saved[f"{f}/test_index"]], saved[f"{m}/{f}/test"])
+                 - roc_auc_score(y[saved[f"{f}/test_index"]], saved[f"{reference}/{f}/test"])
+                 for f in folds]
+        te, yt, pm = _pooled(saved, m, folds)
+        _, _, pr = _pooled(saved, reference, folds)
+        groups = [np.flatnonzero(patients[te] == p) for p in np.unique(patients[te])]
+        boot = []
+        for _ in range(n_boot):
+            idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
+            if yt[idx].min() == yt[idx].max():
+                continue
+            boot.append(roc_auc_score(yt[idx], pm[idx]) - roc_auc_score(yt[idx], pr[idx]))
+        lo, hi = np.percentile(boot, [2.5, 97.5])
+        point = roc_auc_score(yt, pm) - roc_auc_score(yt, pr)
+        print(f"| {m} | {' '.join(f'{d:+.3f}' for d in diffs)} | "
+              f"{sum(d > 0 for d in diffs)}/{len(diffs)} | {point:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
@@ -307,7 +481,16 @@ def main(argv: list[str] | None = None) -> None:
                              "(rewritten after each fold)")
     parser.add_argument("--merge", type=Path, nargs="+", default=None,
                         help="print the table from --save-preds files of runs over other folds")
+    parser.add_argument("--aux-weight", type=float, default=0.5,
+                        help="loss weight of multitask-cnn's characteristic-rating head")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="TensorFlow intra/inter-op threads (0: TensorFlow's default)")
     args = parser.parse_args(argv)
+    if args.threads:
+        import tensorflow as tf
+
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     methods = args.methods.split(",")
 
     if args.merge:
@@ -320,8 +503,11 @@ def main(argv: list[str] | None = None) -> None:
                             raise SystemExit(f"{path}: {key} differs from an earlier file; "
                                              "merge runs with the same --seed and --folds only")
                     saved[key] = part[key]
+        if "patient" not in saved:  # files written before the patient ids were saved
+            saved["patient"] = np.load(args.data)["patient_id"].astype(str)
         present = [m for m in methods if any(k.startswith(f"{m}/") for k in saved)]
         print_table(saved, present)
+        print_paired(saved, present)
         return
 
     from lunglib.splits import patient_kfold, patient_split
@@ -334,21 +520,26 @@ def main(argv: list[str] | None = None) -> None:
         f"({int((y == 1).sum())} malignant) from {len(np.unique(patients[binary]))} patients; "
         f"{int((~binary).sum())} rated 3 (not evaluated); {args.folds}-fold patient-grouped CV"
     )
+    auc, n = reader_agreement(args.data)
+    print(f"reader agreement: the other readers' mean rating scores the outlining reader's label "
+          f"with ROC-AUC {auc:.3f} ({n} samples of nodules with more than one reader)")
     inputs = {}
     if "naive-cnn" in methods:
         inputs["naive-cnn"] = prepare_naive(data)
-    if "best-cnn+area" in methods and "best-cnn" not in methods:
-        raise SystemExit("best-cnn+area stacks best-cnn's predictions: list best-cnn before it")
-    if "best-cnn+features" in methods and not {"best-cnn", "features-logreg"} <= set(methods):
-        raise SystemExit("best-cnn+features stacks best-cnn and features-logreg: list both first")
-    if "best-cnn" in methods:
+    for i, m in enumerate(methods):  # a stacked method needs its inputs earlier in the list
+        if "+" in m:
+            base, extra = m.split("+")
+            need = [base] + (["features-logreg"] if extra == "features" else [])
+            if not set(need) <= set(methods[:i]):
+                raise SystemExit(f"{m} stacks {' and '.join(need)}: list them before it")
+    if {"best-cnn", "consensus-cnn", "multitask-cnn"} & set(methods):
         inputs["best-cnn"] = prepare_best(data)
     if "features-logreg" in methods:
         from lunglib.features import outline_features
 
         data["features"] = outline_features(data["image"], data["mask"], data["spacing"])
     only = None if args.only_folds is None else {int(f) for f in args.only_folds.split(",")}
-    saved = {"y": y}
+    saved = {"y": y, "patient": patients}  # LIDC case ids (no DICOM identifiers)
 
     # folds over every patient (rating-3 patches train best-cnn); stratified by the 3-way label
     for fold, (outer_tr, outer_te) in enumerate(
@@ -366,6 +557,7 @@ def main(argv: list[str] | None = None) -> None:
         for a, b in ((tr_all, te), (va, te), (tr_all, va)):
             assert not set(patients[a]) & set(patients[b]), "a patient crosses splits"
         saved.update({f"fold{fold}/val_index": va, f"fold{fold}/test_index": te})
+        preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for m in methods:
             start = time.perf_counter()
             if m == "area-logreg":
@@ -375,22 +567,28 @@ def main(argv: list[str] | None = None) -> None:
             elif m == "best-cnn":
                 seeds = [args.seed + 100 * fold + s for s in range(args.seeds)]
                 pv, pt = run_best(inputs[m], data, tr_all, va, te, seeds)
-                cnn_val, cnn_test = pv, pt
-            elif m == "best-cnn+area":  # needs best-cnn earlier in --methods
-                pv, pt = run_stacked(data, cnn_val, cnn_test, va, te)
+            elif m in ("consensus-cnn", "multitask-cnn"):
+                seeds = [args.seed + 100 * fold + s for s in range(args.seeds)]
+                pv, pt = run_consensus(inputs["best-cnn"], data, tr_all, va, te, seeds,
+                                       multitask=m == "multitask-cnn",
+                                       aux_weight=args.aux_weight)
+            elif m.endswith("+area"):  # needs the CNN earlier in --methods
+                pv, pt = run_stacked(data, *preds[m.split("+")[0]], va, te)
             elif m == "features-logreg":
                 pv, pt = run_features(data, tr, va, te)
-                feat_val, feat_test = pv, pt
-            elif m == "best-cnn+features":  # needs best-cnn and features-logreg earlier
-                pv, pt = run_stacked_features(data, cnn_val, cnn_test, feat_val, feat_test, va)
+            elif m.endswith("+features"):  # needs the CNN and features-logreg earlier
+                pv, pt = run_stacked_features(data, *preds[m.split("+")[0]],
+                                              *preds["features-logreg"], va)
             else:
                 raise SystemExit(f"unknown method {m}")
+            preds[m] = (pv, pt)
             saved.update({f"{m}/fold{fold}/val": pv, f"{m}/fold{fold}/test": pt,
                           f"{m}/fold{fold}/seconds": np.array(time.perf_counter() - start)})
             print(f"  fold {fold}: {m:12s} AUC {roc_auc_score(y[te], pt):.3f}", flush=True)
         if args.save_preds is not None:
             _save(args.save_preds, saved)
     print_table(saved, methods)
+    print_paired(saved, methods)
 
 
 if __name__ == "__main__":
