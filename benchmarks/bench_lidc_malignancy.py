@@ -192,10 +192,16 @@ def nodule_reader_mean(nodule: np.ndarray, by_reader: np.ndarray) -> np.ndarray:
     entries are pooled. Used as a TRAINING target only (a nodule never spans two patients, so
     no test-fold rating reaches training); evaluation keeps the outlining reader's rating.
     """
+    ratings = _nodule_ratings(nodule, by_reader)
+    return np.array([np.mean(ratings[n]) for n in nodule], dtype=np.float32)
+
+
+def _nodule_ratings(nodule: np.ndarray, by_reader: np.ndarray) -> dict[str, list[int]]:
+    """Every reader's malignancy rating of each nodule (its rows hold disjoint readers)."""
     ratings: dict[str, list[int]] = {}
     for n, row in zip(nodule, by_reader, strict=True):
         ratings.setdefault(n, []).extend(int(v) for v in row if v > 0)
-    return np.array([np.mean(ratings[n]) for n in nodule], dtype=np.float32)
+    return ratings
 
 
 def nodule_characteristics(nodule: np.ndarray, d) -> np.ndarray:
@@ -217,9 +223,7 @@ def reader_agreement(path: Path) -> tuple[float, int]:
     predicts another, a rough ceiling for any model scored against a single reader."""
     d = np.load(path)
     nodule, own = d["nodule_id"].astype(str), d["malignancy"].astype(int)
-    ratings: dict[str, list[int]] = {}
-    for n, row in zip(nodule, d["malignancy_by_reader"], strict=True):
-        ratings.setdefault(n, []).extend(int(v) for v in row if v > 0)
+    ratings = _nodule_ratings(nodule, d["malignancy_by_reader"])
     others = np.full(len(own), np.nan)
     for i, (n, r) in enumerate(zip(nodule, own, strict=True)):
         rest = list(ratings[n])
