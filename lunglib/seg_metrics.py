@@ -115,6 +115,19 @@ def iou_global(truths: Sequence[np.ndarray], preds: Sequence[np.ndarray]) -> flo
     return float(shared / union)
 
 
+def _labels_and_pred(labels: np.ndarray, pred: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = np.asarray(labels)
+    pred = np.asarray(pred) > 0
+    if labels.shape != pred.shape:
+        raise ValueError(f"labels {labels.shape} and pred {pred.shape} must have the same shape")
+    if labels.dtype == bool:
+        labels, _ = ndimage.label(labels, ndimage.generate_binary_structure(labels.ndim, 3))
+    elif not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be an integer label image or a boolean mask, got dtype "
+                         f"{labels.dtype}; pass labels.astype(int) or labels > 0")
+    return labels, pred
+
+
 def error_breakdown(
     labels: np.ndarray, pred: np.ndarray, case_id: str = "", connectivity: int = 3
 ) -> dict:
@@ -137,8 +150,8 @@ def error_breakdown(
     Parameters
     ----------
     labels : ndarray (z, y, x)
-        Nodule label image (0 background, k inside nodule k); a binary mask counts as one
-        nodule per connected component.
+        Nodule label image (0 background, k inside nodule k), used as given; a *boolean* mask
+        counts as one nodule per connected component (26-neighbourhood).
     pred : ndarray, same shape
         Predicted mask (nonzero = nodule).
     case_id : str, optional
@@ -153,12 +166,7 @@ def error_breakdown(
         ``case_id, tp, fn_missed, fn_outline, fp_outline, fp_elsewhere, nodules, nodules_found,
         false_components``.
     """
-    labels = np.asarray(labels)
-    pred = np.asarray(pred) > 0
-    if labels.shape != pred.shape:
-        raise ValueError(f"labels {labels.shape} and pred {pred.shape} must have the same shape")
-    if labels.dtype == bool or labels.max(initial=0) <= 1:
-        labels, _ = ndimage.label(labels > 0)
+    labels, pred = _labels_and_pred(labels, pred)
     truth = labels > 0
     structure = ndimage.generate_binary_structure(labels.ndim, connectivity)
     components, n_components = ndimage.label(pred, structure=structure)
@@ -300,8 +308,9 @@ def score_nodules(
 ) -> pd.DataFrame:
     """Dice, IoU and HD95 in a box around each true nodule ("per-nodule" or patch-level scores).
 
-    Each nodule's bounding box, grown by ``margin`` voxels per axis, is cut from the truth (all
-    nodules, not just this one) and the prediction and scored like a case of
+    Each nodule's bounding box, grown by ``margin`` voxels per axis, is cut from the truth (this
+    nodule only) and the prediction (without the voxels of *other* true nodules, which are
+    neither a hit nor a false positive for this one) and scored like a case of
     :func:`score_cases`. False positives elsewhere in the scan do not count -- this measures how
     well found nodules are outlined, the level at which patch benchmarks (e.g. LIDC) report;
     whole-scan scores measure that *and* the false positives.
@@ -309,8 +318,9 @@ def score_nodules(
     Parameters
     ----------
     labels : ndarray (z, y, x)
-        Nodule label image: 0 background, k inside nodule k (a binary mask counts as one
-        nodule per connected component).
+        Nodule label image: 0 background, k inside nodule k, used as given (a nodule may be in
+        several pieces, e.g. a spiculated one). A *boolean* mask counts as one nodule per
+        connected component (26-neighbourhood).
     pred : ndarray, same shape
         Predicted binary mask.
     case_id : str
@@ -326,12 +336,7 @@ def score_nodules(
         Columns ``case_id, nodule, dice, iou, hd95_mm, true_voxels, pred_voxels``; one row per
         nodule (none when ``labels`` is empty).
     """
-    labels = np.asarray(labels)
-    pred = np.asarray(pred) > 0
-    if labels.shape != pred.shape:
-        raise ValueError(f"labels {labels.shape} and pred {pred.shape} must have the same shape")
-    if labels.dtype == bool or labels.max(initial=0) <= 1:
-        labels, _ = ndimage.label(labels > 0)
+    labels, pred = _labels_and_pred(labels, pred)
     margin = np.broadcast_to(np.asarray(margin, dtype=int), (labels.ndim,))
     truth = labels > 0
     rows = []
@@ -340,11 +345,12 @@ def score_nodules(
             continue
         box = tuple(slice(max(s.start - m, 0), min(s.stop + m, n))
                     for s, m, n in zip(found, margin, labels.shape, strict=True))
-        t, p = truth[box], pred[box]
+        t = labels[box] == k
+        p = pred[box] & (t | ~truth[box])
         rows.append({
             "case_id": str(case_id), "nodule": k, "dice": dice(t, p), "iou": iou(t, p),
             "hd95_mm": hausdorff95(t, p, spacing),
-            "true_voxels": int(np.count_nonzero(labels[box] == k)),
+            "true_voxels": int(np.count_nonzero(t)),
             "pred_voxels": int(np.count_nonzero(p)),
         })
     table = pd.DataFrame(rows, columns=["case_id", "nodule", "dice", "iou", "hd95_mm",

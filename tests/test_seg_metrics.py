@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lunglib.seg_metrics import dice, dice_global, error_breakdown, iou, iou_global
+from lunglib.seg_metrics import dice, dice_global, error_breakdown, iou, iou_global, score_nodules
 
 
 def _cases():
@@ -71,3 +71,21 @@ def test_error_breakdown_separates_missed_nodules_outlines_and_false_candidates(
     healthy = error_breakdown(np.zeros_like(labels), pred > 0)
     assert healthy["nodules"] == 0 and healthy["false_components"] == 2
     assert healthy["fp_elsewhere"] == int(pred.sum())
+
+
+def test_per_nodule_scores_keep_a_nodule_in_pieces_whole_and_neighbours_out():
+    labels = np.zeros((8, 30, 30), np.int16)
+    labels[2:6, 5:15, 5:15] = 1  # a large nodule...
+    labels[3, 16, 10] = 1  # ...and a detached piece of it (a spicule): still nodule 1
+    labels[3, 18:20, 10] = 2  # a 2-voxel nodule next to it, missed
+    pred = (labels == 1).copy()
+    table = score_nodules(labels, pred, "A")
+    assert table.nodule.tolist() == [1, 2]
+    assert table.true_voxels.tolist() == [401, 2]
+    # the neighbour's box holds most of nodule 1 (found): that is no hit for nodule 2
+    assert table.dice.tolist() == [1.0, 0.0]
+    assert error_breakdown(labels, pred)["nodules"] == 2
+    # a boolean mask is split into connected pieces: here 3
+    assert len(score_nodules(labels > 0, pred, "A")) == 3
+    with pytest.raises(ValueError, match="integer label image or a boolean mask"):
+        score_nodules(labels.astype(float), pred, "A")
