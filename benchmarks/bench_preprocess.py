@@ -5,8 +5,9 @@ Lung-PET-CT-Dx A0002 series, 30x512x512 at 8 mm), side by side:
 
 decode   the floor: ``pydicom.dcmread`` + ``pixel_array`` of every file, nothing else;
 load     ``lunglib.load_scan`` (decode, sort, HU, checks);
-lunglib  ``prepare`` on the loaded scan: lungs segmented on a ~2.5 mm copy, only the lung box
-         resampled, once, to the output grid;
+lunglib  ``prepare`` on the loaded scan: the scan block-averaged once to a ~2.5 mm working copy,
+         that to ~5 mm for the lung mask, and only the lung box of the working copy resampled,
+         once, to the output grid;
 (a)      the widely copied Kaggle DSB2017 recipe: ``scipy.ndimage.zoom`` of the whole scan to
          1 mm (its default cubic spline), the Kaggle ``segment_lung_mask`` (threshold -320,
          background label, per-slice fill), then crop to the mask and zoom to the output;
@@ -23,33 +24,36 @@ A last table splits ``prepare`` on LIDC-IDRI-0001 into its steps (CPU seconds, m
 
 Usage: ``python benchmarks/bench_preprocess.py [--runs 3] [--skip-kaggle]``
 
-Measured 2026-11-27 (PREPROCESS_VERSION 2), 2 shared cores under a load average of 8-13
-(other jobs training), ``nice -n 5 .venv/bin/python benchmarks/bench_preprocess.py --runs 5``;
-CPU seconds, min of 5 runs:
+Measured 2026-11-27 (PREPROCESS_VERSION 3, ``load_scan`` on one thread), 2 cores with one
+other training job running (load average 1.3-1.7),
+``.venv/bin/python benchmarks/bench_preprocess.py --runs 7``; CPU seconds, min of 7 runs:
 
 ==================  ======  ======  =======  ==========  ================  ==============
 scan                decode  load    prepare  (a) Kaggle  (a) / prepare     (load+prep)/dec
 ==================  ======  ======  =======  ==========  ================  ==============
-LIDC-IDRI-0001      0.16    0.35    0.20     32.7        160x (wall 174x)  3.37
-Lung_Dx B70f        0.05    0.09    0.05     17.7        334x (wall 577x)  2.86
-Lung_Dx B40f        0.06    0.11    0.08     18.1        238x (wall 214x)  3.20
+LIDC-IDRI-0001      0.21    0.28    0.09     32.7        374x (wall 381x)  1.73 (wall 1.78)
+Lung_Dx B70f        0.07    0.08    0.06     17.4        313x (wall 302x)  1.94 (wall 1.95)
+Lung_Dx B40f        0.07    0.09    0.04     18.7        469x (wall 483x)  1.81 (wall 1.64)
 ==================  ======  ======  =======  ==========  ================  ==============
 
-Before/after (commit b43097f, PREPROCESS_VERSION 1, against this version, three interleaved
-rounds of ``--runs 5 --skip-kaggle``, CPU seconds): ``prepare`` on LIDC-IDRI-0001 went from
-0.40-0.44 s (1.5-2.3x decode) to 0.19-0.24 s (1.05-1.4x decode), on the 30-slice Lung_Dx series
-from 0.07-0.11 s to 0.05-0.08 s. The speed-up leaves prepared volumes bit-identical (image,
-masks, box); version 2 lung masks differ from version 1 only where the liver dome is now left
-out (57 of 26055 mask voxels on LIDC-IDRI-0001). Peak memory for the 300x512x512 series fell
-from 684 to 475 MiB.
+Per step on LIDC-IDRI-0001 (CPU s, x decode): load_scan 0.276 (1.31x); block-average to the
+~2.5 mm working copy 0.059 (0.28x); that to ~5 mm 0.005; segment_lungs on the ~5 mm copy 0.020
+(0.10x); crop + BinShrink + Resample of the lung box 0.012 (0.06x); lung mask onto the output
+grid 0.005; ``prepare`` as a whole 0.098 (0.46x). Peak memory for the 300x512x512 series: 447 MiB.
 
-**Target load+prepare <= 1.5x decode: not met** (2.9-3.4x here; load and prepare each take
-about 1x-2x decode on this busy machine). It is out of reach as long as ``load_scan`` alone
-costs 1.3-1.5x decode on an idle machine (``benchmarks/bench_load.py``; 2.1x in the run above):
-that leaves at most 0.2x decode (~35 ms on LIDC) for ``prepare``, which must at least read the
-35 M voxels once to block-average them (0.06 s = 0.35x decode) and label and close the lungs on
-the 2.2 M-voxel ~2.5 mm copy (0.10 s = 0.6x decode; scipy.ndimage.label alone is ~17 ms per pass
-over it, SimpleITK's ConnectedComponent ~14 ms).
+Before/after this version (same command, same machine, the run before the change under a busier
+load): ``prepare`` 0.206 -> 0.098 s CPU on LIDC-IDRI-0001 (segment_lungs on a ~2.5 mm copy
+0.131 -> on a ~5 mm copy 0.020; the lung box is now cut from the working copy instead of the
+full scan, 0.037 -> 0.012); ``load_scan`` 0.43 -> 0.28 s, from reading uncompressed pixel data as
+read-only views (``pydicom.pixels.pixel_array(ds, view_only=True)``) instead of copies, and from
+one reading thread instead of a pool (parsing holds the GIL: ``benchmarks/bench_load.py`` gives
+1.0x the floor's CPU time with one thread, 1.8x with two). Version 3 lung masks come from a
+~5 mm copy; on LIDC-IDRI-0001 the lung volume reads 3905 mL (3858 mL on the ~2.5 mm copy).
+
+**Target load+prepare <= 1.5x decode: not met** (1.7-1.9x). What is left is mostly
+``load_scan`` (1.3x the floor here; about 1.0x in ``bench_load.py``, whose floor keeps the
+decoded images): after pydicom's own parsing, the loader writes every slice as HU into the
+volume, and ``prepare`` must still read every voxel once to block-average it (0.28x).
 """
 
 from __future__ import annotations

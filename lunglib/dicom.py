@@ -86,8 +86,10 @@ _DECODER_PACKAGES: tuple[tuple[Sequence[str], str], ...] = (
     (pydicom.uid.RLETransferSyntaxes, "pylibjpeg pylibjpeg-rle"),
 )
 _SAME_POSITION_MM = 0.01
-# Threads overlap file reads and numpy work; parsing holds the GIL, so more than the cores hurts.
-_READ_WORKERS = max(1, min(4, os.cpu_count() or 1))
+# pydicom's parsing holds the GIL: on local disks (or files in the page cache) a thread pool
+# costs more than it overlaps (benchmarks/bench_load.py: 1.7x the floor's wall time with two
+# threads, 1.1x with one), so one thread is the default; slow network storage may gain from more.
+_READ_WORKERS = 1
 _READ_WHOLE_LIMIT = 2 * 1024**3
 
 
@@ -652,8 +654,8 @@ def load_scan(
         Relative deviation of a slice step from the median step above which spacing counts as
         uneven.
     workers : int, optional
-        Threads that read and decode files; default one per CPU core (at most 4). Pass 1 when
-        scans are already loaded in parallel processes.
+        Threads that read and decode files; default 1. Parsing holds Python's GIL, so more
+        threads only help where reads wait on slow (network) storage.
 
     Returns
     -------

@@ -35,7 +35,7 @@ answer for a fraction of the cost:
 The scan itself stays a NumPy array: only the small copies and the crop under the output grid
 become SimpleITK images, and the scan is fed to ``sitk.BinShrink`` in slabs of a few MB (a
 SimpleITK image of the whole scan is a fresh 70-150 MB allocation whose page faults and copy
-cost more than the shrink). On the real LIDC-IDRI-0001 series :func:`prepare` costs about 0.4x
+cost more than the shrink). On the real LIDC-IDRI-0001 series :func:`prepare` costs about 0.5x
 the time pydicom needs to decode the files (``benchmarks/bench_preprocess.py``).
 
 Geometry follows each scan's origin, spacing and direction (SimpleITK conventions) throughout,

@@ -631,9 +631,13 @@ def test_qc_finding_rejects_unknown_severity():
         QCFinding("x", "said", "fatal")
 
 
-def test_workers_must_be_positive(gradient_series):
+def test_workers_must_be_positive_and_threads_read_the_same_volume(gradient_series):
     folder, paths, _ = gradient_series
-    assert load_scan(folder, workers=1).shape[0] == len(paths)
+    single = load_scan(folder)
+    assert single.shape[0] == len(paths)
+    threaded = load_scan(folder, workers=3)
+    np.testing.assert_array_equal(threaded.hu, single.hu)
+    assert threaded.slice_uids == single.slice_uids
     with pytest.raises(ValueError, match="workers must be at least 1"):
         load_scan(folder, workers=0)
 
