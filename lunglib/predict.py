@@ -21,7 +21,13 @@ from lunglib.bundle import bundle_paths, load_bundle
 from lunglib.dicom import CTScan, load_scan
 from lunglib.export import save_dicom_seg, save_nifti
 from lunglib.preprocess import prepare, segment_lungs, window
-from lunglib.segment import candidate_mask, find_candidates, predict_volume, slice_window
+from lunglib.segment import (
+    candidate_mask,
+    context_step_for,
+    find_candidates,
+    predict_volume,
+    slice_window,
+)
 from lunglib.settings import Settings
 
 
@@ -67,7 +73,8 @@ def segment_scan(scan: CTScan, model, info: dict, lung_mask: np.ndarray) -> np.n
     """Nodule probability per voxel of the scan from a per-slice 2D (or 2.5D) U-Net bundle.
 
     ``info["context"]`` (default 0) is the number of neighbouring slices on each side that the
-    model takes as extra input channels.
+    model takes as extra input channels, ``info["context_mm"]`` (optional) their distance in mm:
+    the slice step is chosen from this scan's spacing, as in training.
     """
     from lunglib.unet import resize_unet
 
@@ -75,7 +82,8 @@ def segment_scan(scan: CTScan, model, info: dict, lung_mask: np.ndarray) -> np.n
     image = window(scan.hu, lo, hi)
     whole = slice_window(lung_mask, multiple=2 ** int(info["depth"]))
     return predict_volume(resize_unet(model, whole), image, lung_mask, whole,
-                          context=int(info.get("context", 0)))
+                          context=int(info.get("context", 0)),
+                          context_step=context_step_for(scan.spacing[0], info.get("context_mm")))
 
 
 def predict_scan(

@@ -9,7 +9,13 @@ import nbformat
 import pytest
 
 from lunglib.cli import _parse_parameter
-from lunglib.pipeline import PipelineError, headline, run_course
+from lunglib.pipeline import (
+    PipelineError,
+    course_notebooks,
+    declared_parameters,
+    headline,
+    run_course,
+)
 
 
 def _notebook(path: Path, cells: list[str], parameters: str) -> Path:
@@ -85,3 +91,17 @@ def test_unknown_parameter_is_rejected_before_running(tmp_path: Path) -> None:
 )
 def test_cli_parameters_are_typed(text: str, expected: tuple[str, object]) -> None:
     assert _parse_parameter(text) == expected
+
+
+@pytest.mark.parametrize("notebook", course_notebooks(), ids=lambda p: p.stem)
+def test_papermill_reads_every_course_parameter(notebook: Path, caplog) -> None:
+    # papermill skips (with an "Unable to parse line" warning) an assignment whose comment holds
+    # '=', and then cannot type or list that parameter (papermill --help-notebook).
+    from papermill.translators import PythonTranslator
+
+    nb = nbformat.read(notebook, as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    with caplog.at_level("WARNING", logger="papermill"):
+        found = {p.name for p in PythonTranslator.inspect(cell)}
+    assert found == declared_parameters(notebook), caplog.text
+    assert "Unable to parse" not in caplog.text

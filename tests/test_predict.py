@@ -126,7 +126,8 @@ def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_name
     from lunglib.unet import build_unet
 
     rng = np.random.default_rng(0)
-    scan = SimpleNamespace(hu=rng.uniform(-1000, 200, size=(12, 40, 40)).astype(np.float32))
+    scan = SimpleNamespace(hu=rng.uniform(-1000, 200, size=(12, 40, 40)).astype(np.float32),
+                           spacing=(1.25, 0.7, 0.7))
     lung = np.zeros(scan.hu.shape, np.uint8)
     lung[2:10, 5:35, 5:35] = 1
     model = build_unet((16, 16, 5), depth=2, filters=2, batch_norm=False)
@@ -137,3 +138,14 @@ def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_name
     assert np.all((prob[2:10][lung[2:10] > 0] > 0) & (prob[2:10][lung[2:10] > 0] < 1))
     with pytest.raises(ValueError):  # the same model without its context: 1 channel, not 5
         segment_scan(scan, model, {"depth": 2}, lung)
+    # trained with channels 2.5 mm apart: on 1.25 mm slices every second slice is a channel
+    from lunglib.preprocess import window
+    from lunglib.segment import predict_volume, slice_window
+    from lunglib.unet import resize_unet
+
+    spaced = segment_scan(scan, model, {**info, "context_mm": 2.5}, lung)
+    whole = slice_window(lung, multiple=4)
+    expected = predict_volume(resize_unet(model, whole), window(scan.hu, -1000.0, 400.0), lung,
+                              whole, context=2, context_step=2)
+    np.testing.assert_allclose(spaced, expected, atol=1e-6)
+    assert np.abs(spaced - prob).max() > 1e-4
