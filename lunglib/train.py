@@ -399,8 +399,11 @@ def _window_scores(
                  for n, w, s in zip(volumes.shape[1:-1], window, stride, strict=True)]
     origins = np.stack(np.meshgrid(*positions, indexing="ij"), axis=-1).reshape(-1, len(window))
     net = output_stride(model)
-    slidable = "flatten" in {layer.name for layer in model.layers} and not any(
-        getattr(layer, "padding", "valid") != "valid" for layer in model.layers)
+    slidable = (
+        "flatten" in {layer.name for layer in model.layers}
+        and model.output_shape[-1] == 1
+        and all(getattr(layer, "padding", "valid") == "valid" for layer in model.layers)
+    )
     if not slidable or any(n % s for n, s in zip(net, stride, strict=True)):
         from numpy.lib.stride_tricks import sliding_window_view
 
