@@ -413,23 +413,23 @@ def _window_scores(
             views = views[tuple(slice(None, None, s) for s in stride)].reshape(-1, *window)
             scores.append(predict_proba(model, views[..., None], batch_size=256))
         return np.stack(scores), origins
-    scores = np.zeros((len(volumes), len(origins)), np.float32)
-    filled = np.zeros(len(origins), bool)
-    slot = {tuple(int(v) for v in o): i for i, o in enumerate(origins)}
+    # Window j along an axis starts at j * stride; the map of the volume cut at `offset` holds
+    # the windows starting at offset + i * net, i.e. j = offset / stride + i * net / stride.
+    grid = np.full((len(volumes), *(len(p) for p in positions)), np.nan, np.float32)
     for offset in itertools.product(*(range(0, n, s) for n, s in zip(net, stride, strict=True))):
         if any(o + w > n for o, w, n in zip(offset, window, volumes.shape[1:-1], strict=True)):
             continue
         part = volumes[(slice(None), *(slice(o, None) for o in offset))]
         maps = convolutionalize(model, part.shape[1:], reduce="none").predict(
             part, batch_size=8, verbose=0)[..., 0]
-        for index in np.ndindex(*maps.shape[1:]):
-            corner = tuple(o + i * n for o, i, n in zip(offset, index, net, strict=True))
-            if corner in slot:
-                scores[:, slot[corner]] = maps[(slice(None), *index)]
-                filled[slot[corner]] = True
-    if not filled.all():  # cannot happen with valid padding; a guard against silent zeros
-        raise RuntimeError(f"{int((~filled).sum())} windows were not scored by the map model")
-    return scores, origins
+        target = (slice(None), *(slice(o // s, None, n // s)
+                                 for o, s, n in zip(offset, stride, net, strict=True)))
+        if grid[target].shape != maps.shape:  # cannot happen with valid padding; a guard
+            raise RuntimeError(f"map {maps.shape} does not match windows {grid[target].shape}")
+        grid[target] = maps
+    if np.isnan(grid).any():
+        raise RuntimeError(f"{int(np.isnan(grid).sum())} windows were not scored by the map")
+    return grid.reshape(len(volumes), -1), origins
 
 
 def predict_proba(model: keras.Model, data: Data, batch_size: int = 64) -> np.ndarray:
