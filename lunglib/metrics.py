@@ -141,6 +141,38 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
+
+def aggregate_by_group(values: Sequence[float], groups: Sequence[object]) -> np.ndarray:
+    """Replace every value by the mean of its group (for example one nodule's several outlines).
+
+    Several samples that are views of the same object (the readers' outlines of one nodule, the
+    patches of one scan) each get the mean prediction of all its views. Only inputs are combined,
+    never labels, so this may run on validation and test predictions alike.
+
+    Parameters
+    ----------
+    values : sequence of float, shape (n,)
+        One prediction per sample.
+    groups : sequence, shape (n,)
+        The group of each sample (any hashable id). Order does not matter.
+
+    Returns
+    -------
+    numpy.ndarray, shape (n,)
+        ``out[i]`` is the mean of ``values[j]`` over every ``j`` with ``groups[j] == groups[i]``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    g = np.asarray(groups)
+    if v.ndim != 1 or g.ndim != 1 or v.shape != g.shape:
+        raise ValueError(
+            f"values and groups must be 1-D and of the same length, got shapes {v.shape} and "
+            f"{g.shape}; pass one group id per value"
+        )
+    if not np.isfinite(v).all():
+        raise ValueError("values hold NaN or infinity; drop or impute them before aggregating")
+    return pd.Series(v).groupby(pd.factorize(g)[0]).transform("mean").to_numpy()
+
+
 @dataclass
 class BinaryEvaluation:
     """Test metrics at a threshold chosen on validation, with confidence intervals."""

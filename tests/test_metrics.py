@@ -9,6 +9,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from lunglib.metrics import (
+    aggregate_by_group,
     bootstrap_ci,
     calibration_table,
     choose_threshold,
@@ -108,3 +109,22 @@ def test_bad_inputs_are_explained(y: list[int], p: list[float], match: str) -> N
 def test_threshold_needs_both_classes() -> None:
     with pytest.raises(ValueError, match="both classes"):
         choose_threshold([1, 1, 1], [0.2, 0.5, 0.9])
+
+
+def test_aggregate_by_group_gives_each_sample_its_group_mean() -> None:
+    # nodule "n1" has three outlines, "n7" two (not adjacent), "n2" one
+    values = [0.2, 0.9, 0.5, 0.4, 0.1, 0.6]
+    groups = ["n1", "n7", "n1", "n2", "n1", "n7"]
+    out = aggregate_by_group(values, groups)
+    # (0.2 + 0.5 + 0.1) / 3 = 0.2667, (0.9 + 0.6) / 2 = 0.75, a singleton keeps its value
+    np.testing.assert_allclose(out, [0.8 / 3, 0.75, 0.8 / 3, 0.4, 0.8 / 3, 0.75])
+
+
+def test_aggregate_by_group_is_the_identity_for_distinct_groups() -> None:
+    values = np.array([0.3, 0.1, 0.7])
+    np.testing.assert_array_equal(aggregate_by_group(values, [5, 6, 7]), values)
+
+
+def test_aggregate_by_group_explains_mismatched_lengths() -> None:
+    with pytest.raises(ValueError, match="same length"):
+        aggregate_by_group([0.1, 0.2], ["a"])
