@@ -281,6 +281,11 @@ def outline_area_mm2(data) -> np.ndarray:
     return data["mask"].sum(axis=(1, 2)) * data["spacing"] ** 2
 
 
+def rated(data, idx: np.ndarray) -> np.ndarray:
+    """The rows of ``idx`` rated benign or malignant (rating 3 has no binary label)."""
+    return idx[data["y"][idx] >= 0]
+
+
 def run_area(data, tr, va, te):
     area = outline_area_mm2(data)[:, None]
     clf = make_pipeline(StandardScaler(), LogisticRegression())
@@ -293,9 +298,10 @@ def run_naive(x, data, tr, va, te, seed):
     from lunglib.train import predict_proba, set_seed, train_model
 
     y = data["y"]
+    va_fit = rated(data, va)
     set_seed(seed)
     model = build_cnn(x.shape[1:])
-    train_model(model, (x[tr], y[tr]), (x[va], y[va]), epochs=15, patience=5, seed=seed)
+    train_model(model, (x[tr], y[tr]), (x[va_fit], y[va_fit]), epochs=15, patience=5, seed=seed)
     return predict_proba(model, x[va]), predict_proba(model, x[te])
 
 
@@ -318,6 +324,7 @@ def run_best(x, data, tr_all, va, te, seeds, epochs=40, patience=8):
     from lunglib.train import dihedral_augment, set_seed, train_model
 
     soft = (data["rating"] - 1) / 4.0
+    va_fit = rated(data, va)
     pv, pt = [], []
     for seed in seeds:
         set_seed(seed)
@@ -325,7 +332,7 @@ def run_best(x, data, tr_all, va, te, seeds, epochs=40, patience=8):
         train_model(
             model,
             (x[tr_all], soft[tr_all]),
-            (x[va], data["y"][va]),
+            (x[va_fit], data["y"][va_fit]),
             epochs=epochs,
             patience=patience,
             batch_size=32,
@@ -372,7 +379,8 @@ def run_consensus(x, data, tr_all, va, te, seeds, multitask=False, aux_weight=0.
 
     soft = ((data["reader_mean"] - 1) / 4.0).astype(np.float32)
     aux = data["characteristics"]
-    y_val = data["y"][va].astype(np.float32)
+    va_fit = rated(data, va)
+    y_val = data["y"][va_fit].astype(np.float32)
     pv, pt = [], []
     for seed in seeds:
         set_seed(seed)
@@ -383,13 +391,13 @@ def run_consensus(x, data, tr_all, va, te, seeds, multitask=False, aux_weight=0.
                 .shuffle(len(tr_all), seed=seed).map(dihedral_augment).batch(32)
                 .prefetch(tf.data.AUTOTUNE))
             val = tf.data.Dataset.from_tensor_slices(
-                (x[va], {"output": y_val, "aux": aux[va]})).batch(32)
+                (x[va_fit], {"output": y_val, "aux": aux[va_fit]})).batch(32)
             train_model(model, train, val, epochs=epochs, patience=patience, class_weight=None,
                         monitor="val_output_loss", seed=seed)
             head = _malignancy_head(model)
         else:
             model = build_cnn(x.shape[1:], **BEST_CONFIG)
-            train_model(model, (x[tr_all], soft[tr_all]), (x[va], y_val), epochs=epochs,
+            train_model(model, (x[tr_all], soft[tr_all]), (x[va_fit], y_val), epochs=epochs,
                         patience=patience, batch_size=32, class_weight=None,
                         monitor="val_loss", augment=dihedral_augment, seed=seed)
             head = model
@@ -424,7 +432,8 @@ def run_stacked_features(data, cnn_val, cnn_test, feat_val, feat_test, va):
     """
     clf = make_pipeline(StandardScaler(), LogisticRegression())
     val = np.column_stack([_logit(cnn_val), _logit(feat_val)])
-    clf.fit(val, data["y"][va])
+    fit = data["y"][va] >= 0
+    clf.fit(val[fit], data["y"][va][fit])
     test = np.column_stack([_logit(cnn_test), _logit(feat_test)])
     return clf.predict_proba(val)[:, 1], clf.predict_proba(test)[:, 1]
 
@@ -438,7 +447,8 @@ def run_stacked(data, p_val, p_test, va, te):
         return np.column_stack([logit, np.log1p(outline_area_mm2(data)[idx])])
 
     clf = make_pipeline(StandardScaler(), LogisticRegression())
-    clf.fit(features(p_val, va), data["y"][va])
+    fit = data["y"][va] >= 0
+    clf.fit(features(p_val, va)[fit], data["y"][va][fit])
     p_val_stacked = clf.predict_proba(features(p_val, va))[:, 1]
     return p_val_stacked, clf.predict_proba(features(p_test, te))[:, 1]
 
@@ -453,63 +463,107 @@ def _save(path: Path, saved: dict[str, np.ndarray]) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-def print_table(saved: dict[str, np.ndarray], methods: list[str]) -> None:
+LEVELS = {
+    "outline": "per outline, the outlining reader's label",
+    "outline-agg": "per outline, the outlining reader's label, prediction = mean over the "
+                   "nodule's outlines (--aggregate nodule)",
+    "nodule": "per nodule, the readers' consensus label (mean rating <=2 / >=4), prediction = "
+              "mean over the nodule's outlines",
+}
+
+
+def consensus_label(reader_mean: np.ndarray) -> np.ndarray:
+    """1 if the readers' mean malignancy is >= 4, 0 if <= 2, -1 in between (not evaluated)."""
+    return np.where(reader_mean >= 4, 1, np.where(reader_mean <= 2, 0, -1))
+
+
+def split_view(saved: dict[str, np.ndarray], m: str, fold: str, split: str,
+               level: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels, predictions, patients) of method ``m`` on a fold's ``split`` ("val" or "test").
+
+    ``outline``: the scored outlines as trained; ``outline-agg``: the same rows, each prediction
+    replaced by the mean over every outline of its nodule in that split (rating 3 included:
+    inputs only, no labels); ``nodule``: one row per nodule with that mean prediction and the
+    readers' consensus label, nodules rated 2 < mean < 4 left out.
+    """
+    from lunglib.metrics import aggregate_by_group
+
+    y, patients = saved["y"], saved["patient"]
+    if level == "outline":
+        idx = saved[f"{fold}/{split}_index"]
+        return y[idx], saved[f"{m}/{fold}/{split}"], patients[idx]
+    idx = saved[f"{fold}/{split}_all_index"]
+    p = aggregate_by_group(saved[f"{m}/{fold}/{split}_all"], saved["nodule"][idx])
+    if level == "outline-agg":
+        keep = y[idx] >= 0
+        return y[idx][keep], p[keep], patients[idx][keep]
+    _, first = np.unique(saved["nodule"][idx], return_index=True)
+    label = consensus_label(saved["reader_mean"][idx][first])
+    keep = label >= 0
+    return label[keep], p[first][keep], patients[idx][first][keep]
+
+
+def _folds(saved: dict[str, np.ndarray], m: str) -> list[str]:
+    return sorted({k.split("/")[1] for k in saved if k.startswith(f"{m}/")})
+
+
+def print_table(saved: dict[str, np.ndarray], methods: list[str], level: str = "outline") -> None:
     """The markdown table from saved per-fold predictions (one run, or merged partial runs).
 
-    Every fold's threshold is the one that maximises accuracy on that fold's validation split.
+    Every fold's threshold is the one that maximises accuracy on that fold's validation split,
+    at the same ``level`` (see :func:`split_view`) as the test split is scored.
     """
-    y = saved["y"]
     keys = ["accuracy", "precision", "recall", "f1", "roc_auc"]
     print()
-    print(f"| method | {' | '.join(keys)} | pooled OOF AUC | folds | seconds |")
-    print("|" + "---|" * (len(keys) + 4))
+    print(f"{level}: {LEVELS[level]}")
+    print(f"| method | {' | '.join(keys)} | pooled OOF AUC | n | folds | seconds |")
+    print("|" + "---|" * (len(keys) + 5))
     for m in methods:
-        folds = sorted({k.split("/")[1] for k in saved if k.startswith(f"{m}/")})
+        folds = _folds(saved, m)
         rows, oof_y, oof_p, seconds = [], [], [], 0.0
         for f in folds:
-            va, te = saved[f"{f}/val_index"], saved[f"{f}/test_index"]
-            pv, pt = saved[f"{m}/{f}/val"], saved[f"{m}/{f}/test"]
-            rows.append(metrics(y[te], pt, best_threshold(y[va], pv)))
-            oof_y.append(y[te])
+            yv, pv, _ = split_view(saved, m, f, "val", level)
+            yt, pt, _ = split_view(saved, m, f, "test", level)
+            rows.append(metrics(yt, pt, best_threshold(yv, pv)))
+            oof_y.append(yt)
             oof_p.append(pt)
             seconds += float(saved[f"{m}/{f}/seconds"])
         cells = []
         for k in keys:
             vals = np.array([r[k] for r in rows])
             cells.append(f"{vals.mean():.3f} +- {vals.std():.3f}")
-        pooled = roc_auc_score(np.concatenate(oof_y), np.concatenate(oof_p))
-        print(f"| {m} | {' | '.join(cells)} | {pooled:.3f} | {len(folds)} | {seconds:.0f} |")
-
-
-def _pooled(saved, m, folds):
-    y = saved["y"]
-    te = np.concatenate([saved[f"{f}/test_index"] for f in folds])
-    return te, y[te], np.concatenate([saved[f"{m}/{f}/test"] for f in folds])
+        yy, pp = np.concatenate(oof_y), np.concatenate(oof_p)
+        print(f"| {m} | {' | '.join(cells)} | {roc_auc_score(yy, pp):.3f} | {len(yy)} | "
+              f"{len(folds)} | {seconds:.0f} |")
 
 
 def print_paired(saved: dict[str, np.ndarray], methods: list[str], reference: str = "area-logreg",
-                 n_boot: int = 2000, seed: int = 0) -> None:
+                 n_boot: int = 2000, seed: int = 0, level: str = "outline") -> None:
     """Every method against ``reference`` on the same test samples: per-fold ROC-AUC
     differences (folds won), and the pooled out-of-fold ROC-AUC difference with a 95 % CI from
     a paired bootstrap over patients (both methods scored on the same resampled patients)."""
     if not any(k.startswith(f"{reference}/") for k in saved):
         return
-    y, patients = saved["y"], saved["patient"]
     rng = np.random.default_rng(seed)
     print()
     print(f"| method | per-fold AUC - {reference} | folds won | pooled AUC difference "
-          "[95 % CI, patient bootstrap] |")
+          f"[95 % CI, patient bootstrap] ({level}) |")
     print("|---|---|---|---|")
     for m in methods:
         if m == reference:
             continue
-        folds = sorted({k.split("/")[1] for k in saved if k.startswith(f"{m}/")})
-        diffs = [roc_auc_score(y[saved[f"{f}/test_index"]], saved[f"{m}/{f}/test"])
-                 - roc_auc_score(y[saved[f"{f}/test_index"]], saved[f"{reference}/{f}/test"])
-                 for f in folds]
-        te, yt, pm = _pooled(saved, m, folds)
-        _, _, pr = _pooled(saved, reference, folds)
-        groups = [np.flatnonzero(patients[te] == p) for p in np.unique(patients[te])]
+        folds = _folds(saved, m)
+        yt, pm, pr, patients, diffs = [], [], [], [], []
+        for f in folds:
+            y_f, pm_f, pat_f = split_view(saved, m, f, "test", level)
+            _, pr_f, _ = split_view(saved, reference, f, "test", level)
+            diffs.append(roc_auc_score(y_f, pm_f) - roc_auc_score(y_f, pr_f))
+            yt.append(y_f)
+            pm.append(pm_f)
+            pr.append(pr_f)
+            patients.append(pat_f)
+        yt, pm, pr, patients = map(np.concatenate, (yt, pm, pr, patients))
+        groups = [np.flatnonzero(patients == p) for p in np.unique(patients)]
         boot = []
         for _ in range(n_boot):
             idx = np.concatenate([groups[i] for i in rng.integers(0, len(groups), len(groups))])
@@ -520,6 +574,20 @@ def print_paired(saved: dict[str, np.ndarray], methods: list[str], reference: st
         point = roc_auc_score(yt, pm) - roc_auc_score(yt, pr)
         print(f"| {m} | {' '.join(f'{d:+.3f}' for d in diffs)} | "
               f"{sum(d > 0 for d in diffs)}/{len(diffs)} | {point:+.3f} [{lo:+.3f}, {hi:+.3f}] |")
+
+
+def print_levels(saved: dict[str, np.ndarray], methods: list[str], aggregate: str) -> None:
+    """The primary per-outline table (``aggregate`` "none" or "nodule") and, when every outline
+    of the test patients was predicted, the per-nodule consensus table beside it."""
+    levels = ["outline-agg" if aggregate == "nodule" else "outline"]
+    if all(f"{m}/{f}/test_all" in saved for m in methods for f in _folds(saved, m)):
+        levels.append("nodule")
+    elif aggregate == "nodule":
+        raise SystemExit("--aggregate nodule needs predictions on every outline of the test "
+                         "patients: re-run (files written before this option lack them)")
+    for level in levels:
+        print_table(saved, methods, level)
+        print_paired(saved, methods, level=level)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -541,6 +609,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="print the table from --save-preds files of runs over other folds")
     parser.add_argument("--aux-weight", type=float, default=0.5,
                         help="loss weight of multitask-cnn's characteristic-rating head")
+    parser.add_argument("--aggregate", choices=("none", "nodule"), default="none",
+                        help="nodule: each scored outline's prediction becomes the mean over "
+                             "every outline of its nodule (validation and test alike)")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra/inter-op threads (0: TensorFlow's default)")
     args = parser.parse_args(argv)
@@ -561,11 +632,12 @@ def main(argv: list[str] | None = None) -> None:
                             raise SystemExit(f"{path}: {key} differs from an earlier file; "
                                              "merge runs with the same --seed and --folds only")
                     saved[key] = part[key]
-        if "patient" not in saved:  # files written before the patient ids were saved
-            saved["patient"] = np.load(args.data)["patient_id"].astype(str)
+        if "patient" not in saved or "nodule" not in saved:  # files of older runs
+            data = load_patches(args.data)
+            saved.update({"patient": data["patient"], "nodule": data["nodule"],
+                          "reader_mean": data["reader_mean"]})
         present = [m for m in methods if any(k.startswith(f"{m}/") for k in saved)]
-        print_table(saved, present)
-        print_paired(saved, present)
+        print_levels(saved, present, args.aggregate)
         return
 
     from lunglib.splits import patient_kfold, patient_split
@@ -597,7 +669,9 @@ def main(argv: list[str] | None = None) -> None:
 
         data["features"] = outline_features(data["image"], data["mask"], data["spacing"])
     only = None if args.only_folds is None else {int(f) for f in args.only_folds.split(",")}
-    saved = {"y": y, "patient": patients}  # LIDC case ids (no DICOM identifiers)
+    # LIDC case ids and the dataset's nodule ids (no DICOM identifiers)
+    saved = {"y": y, "patient": patients, "nodule": data["nodule"],
+             "reader_mean": data["reader_mean"]}
 
     # folds over every patient (rating-3 patches train best-cnn); stratified by the 3-way label
     for fold, (outer_tr, outer_te) in enumerate(
@@ -610,43 +684,48 @@ def main(argv: list[str] | None = None) -> None:
         )
         masks = inner.masks(patients[outer_tr])
         tr_all = outer_tr[masks["train"]]
-        tr, va = tr_all[binary[tr_all]], outer_tr[masks["val"] & binary[outer_tr]]
-        te = outer_te[binary[outer_te]]
-        for a, b in ((tr_all, te), (va, te), (tr_all, va)):
+        # every outline of the validation / test patients is predicted (rating 3 included: it is
+        # a view of its nodule for --aggregate and the per-nodule level); rated rows are scored
+        va_all, te_all = outer_tr[masks["val"]], outer_te
+        tr, va, te = rated(data, tr_all), rated(data, va_all), rated(data, te_all)
+        for a, b in ((tr_all, te_all), (va_all, te_all), (tr_all, va_all)):
             assert not set(patients[a]) & set(patients[b]), "a patient crosses splits"
-        saved.update({f"fold{fold}/val_index": va, f"fold{fold}/test_index": te})
+        saved.update({f"fold{fold}/val_index": va, f"fold{fold}/test_index": te,
+                      f"fold{fold}/val_all_index": va_all, f"fold{fold}/test_all_index": te_all})
+        va_rated, te_rated = binary[va_all], binary[te_all]
         preds: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         for m in methods:
             start = time.perf_counter()
             if m == "area-logreg":
-                pv, pt = run_area(data, tr, va, te)
+                pv, pt = run_area(data, tr, va_all, te_all)
             elif m == "naive-cnn":
-                pv, pt = run_naive(inputs[m], data, tr, va, te, args.seed + fold)
+                pv, pt = run_naive(inputs[m], data, tr, va_all, te_all, args.seed + fold)
             elif m == "best-cnn":
                 seeds = [args.seed + 100 * fold + s for s in range(args.seeds)]
-                pv, pt = run_best(inputs[m], data, tr_all, va, te, seeds)
+                pv, pt = run_best(inputs[m], data, tr_all, va_all, te_all, seeds)
             elif m in ("consensus-cnn", "multitask-cnn"):
                 seeds = [args.seed + 100 * fold + s for s in range(args.seeds)]
-                pv, pt = run_consensus(inputs["best-cnn"], data, tr_all, va, te, seeds,
+                pv, pt = run_consensus(inputs["best-cnn"], data, tr_all, va_all, te_all, seeds,
                                        multitask=m == "multitask-cnn",
                                        aux_weight=args.aux_weight)
             elif m.endswith("+area"):  # needs the CNN earlier in --methods
-                pv, pt = run_stacked(data, *preds[m.split("+")[0]], va, te)
+                pv, pt = run_stacked(data, *preds[m.split("+")[0]], va_all, te_all)
             elif m == "features-logreg":
-                pv, pt = run_features(data, tr, va, te)
+                pv, pt = run_features(data, tr, va_all, te_all)
             elif m.endswith("+features"):  # needs the CNN and features-logreg earlier
                 pv, pt = run_stacked_features(data, *preds[m.split("+")[0]],
-                                              *preds["features-logreg"], va)
+                                              *preds["features-logreg"], va_all)
             else:
                 raise SystemExit(f"unknown method {m}")
             preds[m] = (pv, pt)
-            saved.update({f"{m}/fold{fold}/val": pv, f"{m}/fold{fold}/test": pt,
+            saved.update({f"{m}/fold{fold}/val": pv[va_rated], f"{m}/fold{fold}/test": pt[te_rated],
+                          f"{m}/fold{fold}/val_all": pv, f"{m}/fold{fold}/test_all": pt,
                           f"{m}/fold{fold}/seconds": np.array(time.perf_counter() - start)})
-            print(f"  fold {fold}: {m:12s} AUC {roc_auc_score(y[te], pt):.3f}", flush=True)
+            print(f"  fold {fold}: {m:12s} AUC {roc_auc_score(y[te], pt[te_rated]):.3f}",
+                  flush=True)
         if args.save_preds is not None:
             _save(args.save_preds, saved)
-    print_table(saved, methods)
-    print_paired(saved, methods)
+    print_levels(saved, methods, args.aggregate)
 
 
 if __name__ == "__main__":
