@@ -366,8 +366,9 @@ def choose_postprocessing(
     spacings: Sequence[Sequence[float]],
     thresholds: Sequence[float] = (0.3, 0.5, 0.7, 0.9),
     min_volumes_mm3: Sequence[float] = (0.0, 20.0, 50.0, 100.0),
+    min_peaks: Sequence[float] = (0.0,),
 ) -> pd.DataFrame:
-    """Mean whole-scan Dice of every (threshold, minimum volume) pair, best first.
+    """Mean whole-scan Dice of every (threshold, minimum volume, minimum peak), best first.
 
     Run it on the **validation** patients' probability maps; take the first row for the test
     patients. The masks are those of :func:`lunglib.segment.candidate_mask`.
@@ -378,14 +379,17 @@ def choose_postprocessing(
         Probability maps and ground-truth masks (nonzero = nodule), patient by patient.
     spacings : sequence of spacing tuples
         Voxel size (z, y, x) in mm of each patient.
-    thresholds, min_volumes_mm3 : sequence of float
-        The grid searched.
+    thresholds, min_volumes_mm3, min_peaks : sequence of float
+        The grid searched (``min_peaks`` as ``min_peak`` of ``candidate_mask``; pairs whose
+        minimum peak is at or below the threshold are the same as no minimum and are skipped,
+        except 0).
 
     Returns
     -------
     DataFrame
-        Columns ``threshold, min_volume_mm3, dice`` (mean over patients), sorted by ``dice``
-        descending; ties go to the lower threshold and the smaller minimum volume.
+        Columns ``threshold, min_volume_mm3, min_peak, dice`` (mean over patients), sorted by
+        ``dice`` descending; ties go to the lower threshold, the smaller minimum volume and the
+        lower minimum peak.
     """
     from lunglib.segment import candidate_mask
 
@@ -397,10 +401,14 @@ def choose_postprocessing(
     rows = []
     for threshold in thresholds:
         for volume in min_volumes_mm3:
-            scores = [dice(np.asarray(t) > 0, candidate_mask(p, s, threshold, volume))
-                      for p, t, s in zip(probs, truths, spacings, strict=True)]
-            rows.append({"threshold": float(threshold), "min_volume_mm3": float(volume),
-                         "dice": float(np.mean(scores))})
+            for peak in min_peaks:
+                if 0 < peak <= threshold:
+                    continue
+                scores = [dice(np.asarray(t) > 0,
+                               candidate_mask(p, s, threshold, volume, min_peak=peak))
+                          for p, t, s in zip(probs, truths, spacings, strict=True)]
+                rows.append({"threshold": float(threshold), "min_volume_mm3": float(volume),
+                             "min_peak": float(peak), "dice": float(np.mean(scores))})
     table = pd.DataFrame(rows)
-    return table.sort_values(["dice", "threshold", "min_volume_mm3"],
-                             ascending=[False, True, True], ignore_index=True)
+    return table.sort_values(["dice", "threshold", "min_volume_mm3", "min_peak"],
+                             ascending=[False, True, True, True], ignore_index=True)

@@ -157,6 +157,11 @@ def sample_patches(
                 n_hard = 0
         centres.extend(lung_voxels[rng.integers(0, len(lung_voxels), size=n_neg - n_hard)])
 
+    return _cut(image, binary, centres, shape, fill, planar, context, step)
+
+
+def _cut(image, binary, centres, shape, fill, planar, context, step):
+    reach = context * step
     images = np.empty((len(centres), *shape), dtype=np.float32)
     masks = np.empty((len(centres), *shape), dtype=np.uint8)
     for i, centre in enumerate(centres):
@@ -167,6 +172,76 @@ def sample_patches(
     if planar:
         return images[:, 0], masks[:, 0]
     return images, masks
+
+
+def false_positive_patches(
+    prob: np.ndarray,
+    image: np.ndarray,
+    nodule_mask: np.ndarray,
+    patch_shape: Sequence[int],
+    n: int,
+    rng: np.random.Generator | int | None = None,
+    threshold: float = 0.5,
+    margin: int = 3,
+    fill: float | None = None,
+    context: int = 0,
+    context_step: int = 1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Hard negatives for a second training round: patches where a model fires off the nodules.
+
+    Run a first model over a *training* scan (:func:`predict_volume`), then cut ``n`` patches
+    centred on random voxels with ``prob > threshold`` that lie at least ``margin`` voxels from
+    every nodule -- the model's own false positives, the way
+    :func:`lunglib.train.hard_negatives` mines them for a classifier. Add them to the training
+    patches and train again (or fine-tune).
+
+    Parameters
+    ----------
+    prob : ndarray (z, y, x)
+        The first model's probability map of this scan.
+    image, nodule_mask : ndarray, shape of ``prob``
+        The scan's model-ready intensities and its nodule mask (nonzero = nodule).
+    patch_shape, fill, context, context_step
+        As for :func:`sample_patches`.
+    n : int
+        Number of patches; none are made when the model fires nowhere off the nodules.
+    rng : Generator or int, optional
+        Random source (or seed).
+    threshold : float, default 0.5
+        Probability above which a voxel counts as fired.
+    margin : int, default 3
+        Distance in voxels (3D) kept from the nodules, so outline errors are not mined.
+
+    Returns
+    -------
+    images, masks : ndarray
+        As :func:`sample_patches` returns them; ``len(images) == n`` or 0. A patch may still
+        show part of a nodule at its edge; its mask shows it.
+    """
+    prob = np.asarray(prob)
+    image = np.asarray(image)
+    if prob.shape != image.shape or np.shape(nodule_mask) != image.shape or prob.ndim != 3:
+        raise ValueError(
+            f"prob {prob.shape}, image {image.shape} and nodule_mask {np.shape(nodule_mask)} "
+            "must be (z, y, x) volumes of the same shape"
+        )
+    if n < 0:
+        raise ValueError(f"n must be >= 0, got {n}")
+    planar = len(patch_shape) == 2
+    context = int(context)
+    if context < 0 or (context and not planar):
+        raise ValueError(f"context={context} needs in-plane (h, w) patches and context >= 0")
+    step = _check_step(context_step)
+    shape = _check_shape((1 + 2 * context * step, *patch_shape) if planar else patch_shape, 3)
+    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    fill = float(image.min()) if fill is None else fill
+    binary = (np.asarray(nodule_mask) > 0).astype(np.uint8)
+    near = binary.astype(bool)
+    if margin > 0 and near.any():
+        near = ndimage.binary_dilation(near, iterations=int(margin))
+    fired = np.argwhere((prob > threshold) & ~near)
+    centres = fired[rng.integers(0, len(fired), size=n)] if len(fired) and n else fired[:0]
+    return _cut(image, binary, list(centres), shape, fill, planar, context, step)
 
 
 def _check_step(context_step: int) -> int:
@@ -243,6 +318,7 @@ def predict_volume(
     clip_to_lung: bool = True,
     context: int = 0,
     context_step: int = 1,
+    flip: bool = False,
 ) -> np.ndarray:
     """Nodule probability for every voxel, by a sliding window over the lungs' bounding box.
 
@@ -277,6 +353,11 @@ def predict_volume(
         neighbours above and below as channels, padded with ``fill`` beyond the volume.
     context_step : int, default 1
         Slices between neighbouring channels, as given to :func:`sample_patches` for training.
+    flip : bool, default False
+        Test-time augmentation: also predict every window mirrored left-right and average the
+        two probabilities (twice the inference time). A false positive that the model fires on
+        only one of the two views is halved, while a nodule, found in both, keeps its
+        probability.
 
     Returns
     -------
@@ -347,6 +428,10 @@ def predict_volume(
             if len(patch) == 2:
                 batch = batch[:, 0]
         prob = np.asarray(model.predict(batch, batch_size=batch_size, verbose=0))
+        if flip:  # axis -2 of a (n, ..., w, channels) batch is left-right
+            mirrored = np.asarray(model.predict(np.flip(batch, axis=-2), batch_size=batch_size,
+                                                verbose=0))
+            prob = (prob + np.flip(mirrored, axis=-2)) / 2.0
         prob = prob.reshape(len(chunk), *window)
         for (z, y, x), p in zip(chunk, prob, strict=True):
             total[z:z + window[0], y:y + window[1], x:x + window[2]] += p
@@ -373,6 +458,7 @@ def find_candidates(
     threshold: float = 0.5,
     min_volume_mm3: float = 0.0,
     connectivity: int = 3,
+    min_peak: float = 0.0,
 ) -> pd.DataFrame:
     """Nodule candidates: connected components of ``prob > threshold``, most probable first.
 
@@ -392,6 +478,9 @@ def find_candidates(
         Drop candidates smaller than this.
     connectivity : {1, 2, 3}, default 3
         Neighbourhood for :func:`scipy.ndimage.label`: 1 = faces, 3 = faces, edges and corners.
+    min_peak : float, default 0
+        Drop candidates whose highest probability is below this (a two-level rule: a candidate
+        is grown from ``threshold`` but must reach ``min_peak`` somewhere).
 
     Returns
     -------
@@ -419,7 +508,7 @@ def find_candidates(
     rows = []
     for region in measure.regionprops(labels, intensity_image=prob):
         volume = region.num_pixels * voxel_mm3
-        if volume < min_volume_mm3:
+        if volume < min_volume_mm3 or region.intensity_max < min_peak:
             continue
         zyx = np.asarray(region.centroid)
         if scan is not None:
@@ -448,6 +537,7 @@ def candidate_mask(
     threshold: float = 0.5,
     min_volume_mm3: float = 0.0,
     connectivity: int = 3,
+    min_peak: float = 0.0,
 ) -> np.ndarray:
     """Binary nodule mask: ``prob > threshold``, without components smaller than a volume.
 
@@ -460,7 +550,7 @@ def candidate_mask(
         Probability map.
     spacing : sequence of float
         Voxel size (z, y, x) in mm.
-    threshold, min_volume_mm3, connectivity
+    threshold, min_volume_mm3, connectivity, min_peak
         As for :func:`find_candidates`.
 
     Returns
@@ -477,9 +567,12 @@ def candidate_mask(
         raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
     structure = ndimage.generate_binary_structure(3, connectivity)
     labels, n = ndimage.label(prob > threshold, structure=structure)
-    if n == 0 or min_volume_mm3 <= 0:
+    if n == 0 or (min_volume_mm3 <= 0 and min_peak <= 0):
         return labels > 0
-    sizes = np.bincount(labels.ravel()) * float(np.prod(spacing))
+    sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))
     keep = sizes >= min_volume_mm3
+    if min_peak > 0:
+        peaks = ndimage.maximum(prob, labels, index=np.arange(n + 1))
+        keep &= np.asarray(peaks) >= min_peak
     keep[0] = False
     return keep[labels]

@@ -404,3 +404,87 @@ def test_postprocessing_is_chosen_by_whole_scan_dice():
     assert table[table.threshold == 0.9].dice.max() == 0.0
     with pytest.raises(ValueError, match="same, non-zero length"):
         choose_postprocessing([prob], [], [spacing])
+
+
+class _LeftHalfModel:
+    """Fires on the left half of every window, whatever it shows: not mirror-symmetric."""
+
+    def predict(self, batch, batch_size=16, verbose=0):
+        out = np.zeros((*batch.shape[:-1], 1), np.float32)
+        out[..., : batch.shape[-2] // 2, :] = 1.0
+        return out
+
+
+@pytest.mark.parametrize("patch_shape", [(8, 8), (3, 8, 8)])
+def test_flip_averages_each_window_with_its_left_right_mirror(patch_shape):
+    image = np.random.default_rng(0).normal(size=(3, 8, 8)).astype(np.float32)
+    plain = predict_volume(_LeftHalfModel(), image, None, patch_shape, clip_to_lung=False)
+    assert plain[..., :4].min() == 1.0 and plain[..., 4:].max() == 0.0
+    flipped = predict_volume(_LeftHalfModel(), image, None, patch_shape, clip_to_lung=False,
+                             flip=True)
+    np.testing.assert_allclose(flipped, 0.5)
+    # a model that commutes with the mirror (voxel-wise) gives the same map either way
+    kw = {"clip_to_lung": False, "context": 0}
+    np.testing.assert_allclose(
+        predict_volume(_FirstChannelModel(), image, None, patch_shape, flip=True, **kw),
+        predict_volume(_FirstChannelModel(), image, None, patch_shape, **kw), atol=1e-6)
+
+
+def test_min_peak_drops_faint_candidates_grown_from_the_same_threshold():
+    from lunglib.segment import candidate_mask
+
+    spacing = (2.0, 1.0, 1.0)
+    confident = sphere((20, 40, 40), (10, 12, 12), 5.0, spacing)
+    faint = sphere((20, 40, 40), (10, 28, 28), 6.0, spacing)
+    prob = np.where(confident | faint, 0.7, 0.1).astype(np.float32)
+    prob[10, 12, 12] = 0.97  # one confident voxel: the peak of the first component only
+    np.testing.assert_array_equal(candidate_mask(prob, spacing, 0.5, min_peak=0.9), confident)
+    np.testing.assert_array_equal(candidate_mask(prob, spacing, 0.5), confident | faint)
+    table = find_candidates(prob, spacing, threshold=0.5, min_peak=0.9)
+    assert table.n_voxels.tolist() == [int(confident.sum())]
+    assert table.peak_prob.tolist() == [pytest.approx(0.97)]
+    # both filters together: the confident component is too small for this minimum volume
+    big = confident.sum() * 2.0 + 1
+    assert not candidate_mask(prob, spacing, 0.5, min_volume_mm3=big, min_peak=0.9).any()
+
+
+def test_postprocessing_grid_with_a_minimum_peak_keeps_a_faint_rim():
+    from lunglib.seg_metrics import choose_postprocessing
+
+    spacing = (1.0, 1.0, 1.0)
+    shape = (20, 40, 40)
+    truth = sphere(shape, (10, 12, 12), 5.0, spacing)
+    prob = np.where(truth, 0.6, 0.0).astype(np.float32)  # a faint rim ...
+    prob[sphere(shape, (10, 12, 12), 2.5, spacing)] = 0.99  # ... around a confident core
+    prob[sphere(shape, (10, 30, 28), 5.0, spacing)] = 0.8  # a false blob as big, never sure
+    table = choose_postprocessing([prob], [truth], [spacing], thresholds=(0.5, 0.9),
+                                  min_volumes_mm3=(0.0,), min_peaks=(0.0, 0.95))
+    assert len(table) == 4
+    best = table.iloc[0]
+    assert (best.threshold, best.min_peak) == (0.5, 0.95)
+    assert best.dice == pytest.approx(1.0)
+    # no minimum peak: 0.5 keeps the blob, 0.9 loses the rim
+    assert table[table.min_peak == 0.0].dice.max() < 0.9
+
+
+def test_false_positive_patches_are_cut_where_the_model_fires_off_the_nodules():
+    from lunglib.segment import false_positive_patches
+
+    shape = (12, 40, 40)
+    image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
+    nodules = np.zeros(shape, np.uint8)
+    nodules[5:8, 8:12, 8:12] = 1
+    prob = np.zeros(shape, np.float32)
+    prob[4:9, 7:13, 7:13] = 0.9  # fires on the nodule and its outline: not mined
+    prob[6, 30:32, 25:27] = 0.8  # a false positive
+    x, y = false_positive_patches(prob, image, nodules, (8, 8), 20, rng=0, context=1)
+    assert x.shape == (20, 8, 8, 3) and y.shape == (20, 8, 8)
+    # every patch is centred on one of the 4 false-positive voxels, with slices 5-7 as channels
+    cuts = [image[5:8, r - 4:r + 4, c - 4:c + 4] for r, c in np.argwhere(prob[6] == 0.8)]
+    for patch in x:
+        assert any(np.array_equal(np.moveaxis(patch, -1, 0), cut) for cut in cuts)
+    assert y.max() == 0
+    none, _ = false_positive_patches(np.where(nodules > 0, 0.9, 0.0), image, nodules, (8, 8), 5)
+    assert none.shape == (0, 8, 8)
+    with pytest.raises(ValueError, match="same shape"):
+        false_positive_patches(prob[:5], image, nodules, (8, 8), 5)
