@@ -1,4 +1,4 @@
-"""The command line: ``python -m lunglib {synth,load,run,demo,predict}``.
+"""The command line: ``python -m lunglib {synth,load,fetch,run,demo,predict}``.
 
 Each sub-command is a thin shell over a library function; see ``python -m lunglib -h``.
 """
@@ -110,6 +110,40 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fetch(args: argparse.Namespace) -> int:
+    from lunglib.datasets.download import NBIA_API, fetch_series, tcia_series
+
+    api = args.api or NBIA_API
+    if args.to is None and not args.list:
+        print("say where to put the series: --to data/lidc (or --list to only list them)",
+              file=sys.stderr)
+        return 2
+    if not args.patient and not (args.list or args.all_patients):
+        print("name the patients to fetch (--patient LIDC-IDRI-0001, repeatable), or pass "
+              "--all-patients to fetch the whole collection (LIDC-IDRI is about 125 GB)",
+              file=sys.stderr)
+        return 2
+    series = tcia_series(args.collection, args.patient, modality=args.modality or None, api=api)
+    if not series:
+        print(f"no {args.modality or ''} series of {args.collection} match "
+              f"{args.patient or 'the query'}", file=sys.stderr)
+        return 1
+    total_mb = sum(float(s.get("FileSize") or 0) for s in series) / 2**20
+    print(f"{len(series)} series of {len(set(s['PatientID'] for s in series))} patient(s), "
+          f"{total_mb:.0f} MB:")
+    for s in series:
+        print(f"  {s['PatientID']}  {s.get('Modality', '?'):>3}  {s.get('ImageCount', '?'):>4} "
+              f"images  {s['SeriesInstanceUID']}")
+    if args.list:
+        return 0
+    report = fetch_series(series, args.to, api=api, progress=not args.quiet)
+    print(f"written {len(report.written)}, already present {len(report.present)}, "
+          f"failed {len(report.qc)} -> {args.to}")
+    for finding in report.qc:
+        print(f"{finding.severity}: {finding.message}", file=sys.stderr)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lunglib",
@@ -130,6 +164,20 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("path", type=Path, help="a folder of one patient's DICOM files")
     load.add_argument("--series-uid", default=None)
     load.set_defaults(func=_cmd_load)
+
+    fetch = sub.add_parser("fetch", help="download public CT series from TCIA (LIDC-IDRI, "
+                           "Lung-PET-CT-Dx, ...) into a dataset folder, resumably")
+    fetch.add_argument("--collection", required=True, help="e.g. LIDC-IDRI, Lung-PET-CT-Dx")
+    fetch.add_argument("--patient", action="append", default=None,
+                       help="a case id such as LIDC-IDRI-0001 (repeatable)")
+    fetch.add_argument("--to", type=Path, default=None, help="the dataset folder to fill")
+    fetch.add_argument("--modality", default="CT", help="'' keeps every modality")
+    fetch.add_argument("--list", action="store_true", help="only list the series")
+    fetch.add_argument("--all-patients", action="store_true",
+                       help="fetch every patient of the collection")
+    fetch.add_argument("--quiet", action="store_true", help="no progress bars")
+    fetch.add_argument("--api", default=None, help="NBIA API address (default: TCIA's)")
+    fetch.set_defaults(func=_cmd_fetch)
 
     predict = sub.add_parser("predict", help="cancer probability, nodule candidates, masks and "
                              "a report for one scan, from a finished run's models")

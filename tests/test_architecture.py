@@ -18,7 +18,7 @@ LAYERS: dict[int, set[str]] = {
     0: {"qc", "settings", "atomic"},
     1: {"", "dicom", "synthetic", "export", "datasets", "datasets.base", "datasets.dsb2017",
         "datasets.lidc", "datasets.luna16", "datasets.lung_pet_ct_dx", "datasets.patches",
-        "datasets.synthetic", "datasets.extract"},
+        "datasets.synthetic", "datasets.extract", "datasets.download"},
     2: {"preprocess", "cache"},
     3: {"augment", "inputs"},
     4: {"cnn", "unet", "features"},

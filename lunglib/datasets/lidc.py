@@ -605,7 +605,8 @@ class LIDCDataset(CTDataset):
     def patient_ids(self) -> list[str]:
         if self.root.name.upper().startswith("LIDC-IDRI-"):
             return [self.root.name]
-        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and any(p.rglob("*.dcm")))
+        return sorted(p.name for p in self.root.iterdir()
+                      if p.is_dir() and not p.name.startswith(".") and any(p.rglob("*.dcm")))
 
     # -- annotations ----------------------------------------------------------------------
 

@@ -1,0 +1,240 @@
+"""The TCIA downloader against a local stand-in for the NBIA API (nothing leaves the machine)."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import urllib.parse
+import zipfile
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pydicom
+import pytest
+from pydicom.examples import ct as example_ct
+from pydicom.uid import generate_uid
+
+from lunglib.cli import main
+from lunglib.datasets.download import (
+    DownloadError,
+    fetch_series,
+    series_folder,
+    tcia_series,
+)
+from lunglib.dicom import load_scan
+
+STUDY = "1.2.826.0.1.3680043.8.498.7"
+
+
+def series_zip(series_uid: str, n_slices: int = 3, extra: dict[str, bytes] | None = None) -> bytes:
+    """A flat zip of ``n_slices`` CT images (pydicom's bundled CT slice, restacked), as NBIA
+    sends one series."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as zf:
+        for k in range(n_slices):
+            ds = example_ct.copy()
+            ds.SeriesInstanceUID = series_uid
+            ds.StudyInstanceUID = STUDY
+            ds.SOPInstanceUID = generate_uid()
+            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+            ds.ImagePositionPatient = [-158.0, -179.0, -75.0 + 2.5 * k]
+            ds.InstanceNumber = k + 1
+            out = io.BytesIO()
+            ds.save_as(out, enforce_file_format=True)
+            zf.writestr(f"1-{k + 1:03d}.dcm", out.getvalue())
+        for name, data in (extra or {}).items():
+            zf.writestr(name, data)
+    return buffer.getvalue()
+
+
+def empty_zip() -> bytes:
+    buffer = io.BytesIO()
+    zipfile.ZipFile(buffer, "w").close()
+    return buffer.getvalue()
+
+
+class FakeNBIA:
+    """``getSeries`` answers from ``rows``; ``getImage`` from ``images`` (bytes, an int HTTP
+    status, or "truncate" to promise more bytes than it sends)."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+        self.images: dict[str, object] = {}
+        self.hits: Counter[str] = Counter()
+        self.queries: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # keep the test output clean
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 (the name http.server calls)
+                url = urllib.parse.urlparse(self.path)
+                query = dict(urllib.parse.parse_qsl(url.query))
+                endpoint = url.path.rsplit("/", 1)[-1]
+                fake.hits[endpoint] += 1
+                if endpoint == "getSeries" and query.get("Collection") == "BROKEN":
+                    self._send(500, b"internal error")
+                elif endpoint == "getSeries" and query.get("Collection") == "HTML":
+                    self._send(200, b"<html>maintenance</html>")
+                elif endpoint == "getSeries":
+                    fake.queries.append(query)
+                    rows = [r for r in fake.rows if r["Collection"] == query.get("Collection")
+                            and query.get("PatientID", r["PatientID"]) == r["PatientID"]
+                            and query.get("Modality", r["Modality"]) == r["Modality"]]
+                    self._send(200, json.dumps(rows).encode() if rows else b"")
+                elif endpoint == "getImage":
+                    body = fake.images.get(query.get("SeriesInstanceUID", ""), 404)
+                    if body == "truncate":
+                        data = series_zip("1.2.3")
+                        self.send_response(200)
+                        self.send_header("Content-Length", str(len(data)))
+                        self.end_headers()
+                        self.wfile.write(data[: len(data) // 3])
+                        self.wfile.flush()
+                        self.close_connection = True
+                    elif isinstance(body, int):
+                        self._send(body, b"no such series")
+                    else:
+                        self._send(200, body)
+                else:
+                    self._send(404, b"unknown endpoint")
+
+            def _send(self, status: int, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.api = f"http://127.0.0.1:{self.server.server_port}/nbia-api/services/v1"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def add(self, patient: str, uid: str, image: object, modality: str = "CT") -> dict:
+        row = {"Collection": "TEST-COLL", "PatientID": patient, "StudyInstanceUID": STUDY,
+               "SeriesInstanceUID": uid, "Modality": modality, "ImageCount": 3,
+               "FileSize": 1000}
+        self.rows.append(row)
+        self.images[uid] = image
+        return row
+
+
+@pytest.fixture()
+def nbia():
+    fake = FakeNBIA()
+    fake.thread.start()
+    yield fake
+    fake.server.shutdown()
+    fake.server.server_close()
+
+
+def test_tcia_series_filters_by_patient_and_modality(nbia):
+    nbia.add("CASE-0002", "1.2.2", b"")
+    nbia.add("CASE-0001", "1.2.1", b"")
+    nbia.add("CASE-0001", "1.2.9", b"", modality="PT")
+    rows = tcia_series("TEST-COLL", ["CASE-0001", "CASE-0002"], api=nbia.api)
+    assert [r["SeriesInstanceUID"] for r in rows] == ["1.2.1", "1.2.2"]
+    assert nbia.queries[0] == {"Collection": "TEST-COLL", "PatientID": "CASE-0001",
+                               "Modality": "CT"}
+    every = tcia_series("TEST-COLL", modality=None, api=nbia.api)
+    assert sorted(r["SeriesInstanceUID"] for r in every) == ["1.2.1", "1.2.2", "1.2.9"]
+    assert tcia_series("TEST-COLL", ["CASE-9999"], api=nbia.api) == []
+
+
+def test_tcia_series_errors_name_the_url(nbia):
+    with pytest.raises(DownloadError, match=r"getSeries\?Collection=BROKEN.*HTTP 500"):
+        tcia_series("BROKEN", api=nbia.api)
+    with pytest.raises(DownloadError, match=r"Collection=HTML.*not JSON"):
+        tcia_series("HTML", api=nbia.api)
+    with pytest.raises(DownloadError, match="could not connect"):
+        tcia_series("TEST-COLL", api="http://127.0.0.1:9/services/v1")
+    with pytest.raises(ValueError, match="collection is required"):
+        tcia_series("", api=nbia.api)
+
+
+def test_fetch_writes_the_dataset_layout_and_resumes_without_refetching(nbia, tmp_path):
+    uid = generate_uid()
+    row = nbia.add("CASE-0001", uid, series_zip(uid, extra={"069.xml": b"<LidcReadMessage/>"}))
+    report = fetch_series([row], tmp_path / "lidc", api=nbia.api, progress=False)
+    folder = tmp_path / "lidc" / "CASE-0001" / STUDY / uid
+    assert report.ok and report.written == [folder] and report.present == []
+    assert sorted(p.name for p in folder.iterdir()) == ["069.xml", "1-001.dcm", "1-002.dcm",
+                                                        "1-003.dcm"]
+    assert not (tmp_path / "lidc" / ".partial").exists()  # nothing left half-done
+    scan = load_scan(tmp_path / "lidc" / "CASE-0001")
+    assert scan.shape == (3, 128, 128) and scan.series_uid == uid
+    assert scan.spacing[0] == pytest.approx(2.5)
+
+    again = fetch_series([row], tmp_path / "lidc", api=nbia.api, progress=False)
+    assert again.written == [] and again.present == [folder]
+    assert nbia.hits["getImage"] == 1  # the complete series was not downloaded twice
+
+
+def test_one_bad_series_never_stops_the_others(nbia, tmp_path):
+    good = generate_uid()
+    rows = [nbia.add("CASE-0001", "1.9.1", b"this is not a zip file"),
+            nbia.add("CASE-0002", good, series_zip(good)),
+            nbia.add("CASE-0003", "1.9.3", 404),
+            nbia.add("CASE-0004", "1.9.4", empty_zip())]
+    report = fetch_series(rows, tmp_path, api=nbia.api, progress=False)
+    assert report.written == [series_folder(tmp_path, rows[1])]
+    assert not report.ok
+    by_uid = {f.message.split()[1]: f for f in report.qc}
+    assert set(by_uid) == {"1.9.1", "1.9.3", "1.9.4"}
+    assert by_uid["1.9.1"].code == "download_damaged"
+    assert "holds no files" in by_uid["1.9.4"].message
+    assert by_uid["1.9.3"].code == "download_failed" and "404" in by_uid["1.9.3"].message
+    assert all(f.file and "getImage" in f.file for f in report.qc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["CASE-0002"]  # no partial folders
+
+
+def test_an_interrupted_download_leaves_nothing_and_the_next_run_completes(nbia, tmp_path):
+    uid = generate_uid()
+    row = nbia.add("CASE-0001", uid, "truncate")
+    first = fetch_series([row], tmp_path, api=nbia.api, progress=False)
+    assert first.written == [] and [f.code for f in first.qc] == ["download_failed"]
+    assert not series_folder(tmp_path, row).exists()
+    assert not list(tmp_path.rglob("*.zip")) and not list(tmp_path.rglob("*.dcm"))
+
+    nbia.images[uid] = series_zip(uid)  # the connection holds this time
+    second = fetch_series([row], tmp_path, api=nbia.api, progress=False)
+    assert second.ok and second.written == [series_folder(tmp_path, row)]
+    assert len(list(series_folder(tmp_path, row).glob("*.dcm"))) == 3
+
+
+def test_series_folder_refuses_path_tricks(tmp_path):
+    with pytest.raises(ValueError, match="unsafe folder name"):
+        series_folder(tmp_path, {"PatientID": "..", "StudyInstanceUID": "1",
+                                 "SeriesInstanceUID": "2"})
+    with pytest.raises(ValueError, match="unsafe folder name"):
+        series_folder(tmp_path, {"PatientID": "a/b", "StudyInstanceUID": "1",
+                                 "SeriesInstanceUID": "2"})
+
+
+def test_cli_fetch_lists_downloads_and_refuses_a_whole_collection_by_default(nbia, tmp_path,
+                                                                             capsys):
+    uid = generate_uid()
+    nbia.add("CASE-0001", uid, series_zip(uid))
+    base = ["fetch", "--collection", "TEST-COLL", "--api", nbia.api, "--quiet"]
+    assert main([*base, "--list"]) == 0
+    assert uid in capsys.readouterr().out and nbia.hits["getImage"] == 0
+    assert main([*base, "--to", str(tmp_path)]) == 2  # no --patient, no --all-patients
+    assert "--all-patients" in capsys.readouterr().err
+    assert main([*base, "--patient", "CASE-0001", "--to", str(tmp_path)]) == 0
+    assert "written 1, already present 0, failed 0" in capsys.readouterr().out
+    assert pydicom.dcmread(next(series_folder(tmp_path, nbia.rows[0]).glob("*.dcm"))).Modality \
+        == "CT"
+    assert main([*base, "--patient", "CASE-0404", "--to", str(tmp_path)]) == 1
+
+
+def test_fetched_lidc_root_ignores_the_partial_folder(nbia, tmp_path):
+    from lunglib.datasets import LIDCDataset
+
+    uid = generate_uid()
+    row = nbia.add("LIDC-IDRI-0001", uid, series_zip(uid))
+    fetch_series([row], tmp_path, api=nbia.api, progress=False)
+    leftover = tmp_path / ".partial" / "x.unpacking"  # what a killed unpack leaves behind
+    leftover.mkdir(parents=True)
+    (leftover / "1-001.dcm").write_bytes(b"half")
+    assert LIDCDataset(tmp_path).patient_ids() == ["LIDC-IDRI-0001"]
