@@ -9,11 +9,11 @@ import urllib.parse
 import zipfile
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pydicom
 import pytest
-from pydicom.examples import ct as example_ct
-from pydicom.uid import generate_uid
+from test_export import write_ct_series
 
 from lunglib.cli import main
 from lunglib.datasets.download import (
@@ -24,28 +24,22 @@ from lunglib.datasets.download import (
 )
 from lunglib.dicom import load_scan
 
-STUDY = "1.2.826.0.1.3680043.8.498.7"
 
-
-def series_zip(series_uid: str, n_slices: int = 3, extra: dict[str, bytes] | None = None) -> bytes:
-    """A flat zip of ``n_slices`` CT images (pydicom's bundled CT slice, restacked), as NBIA
-    sends one series."""
+def series_zip(folder: Path, extra: dict[str, bytes] | None = None) -> tuple[dict, bytes]:
+    """A flat zip of a 3-slice CT series (``test_export.write_ct_series``), as NBIA sends one
+    series, and the uids a ``getSeries`` row gives for it."""
+    write_ct_series(folder, n=3)
+    files = sorted(folder.glob("*.dcm"))
+    first = pydicom.dcmread(files[0], stop_before_pixels=True)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as zf:
-        for k in range(n_slices):
-            ds = example_ct.copy()
-            ds.SeriesInstanceUID = series_uid
-            ds.StudyInstanceUID = STUDY
-            ds.SOPInstanceUID = generate_uid()
-            ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
-            ds.ImagePositionPatient = [-158.0, -179.0, -75.0 + 2.5 * k]
-            ds.InstanceNumber = k + 1
-            out = io.BytesIO()
-            ds.save_as(out, enforce_file_format=True)
-            zf.writestr(f"1-{k + 1:03d}.dcm", out.getvalue())
+        for path in files:
+            zf.write(path, path.name)
         for name, data in (extra or {}).items():
             zf.writestr(name, data)
-    return buffer.getvalue()
+    uids = {"StudyInstanceUID": first.StudyInstanceUID,
+            "SeriesInstanceUID": first.SeriesInstanceUID}
+    return uids, buffer.getvalue()
 
 
 def empty_zip() -> bytes:
@@ -87,7 +81,7 @@ class FakeNBIA:
                 elif endpoint == "getImage":
                     body = fake.images.get(query.get("SeriesInstanceUID", ""), 404)
                     if body == "truncate":
-                        data = series_zip("1.2.3")
+                        data = b"PK" + bytes(90_000)
                         self.send_response(200)
                         self.send_header("Content-Length", str(len(data)))
                         self.end_headers()
@@ -111,12 +105,14 @@ class FakeNBIA:
         self.api = f"http://127.0.0.1:{self.server.server_port}/nbia-api/services/v1"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
-    def add(self, patient: str, uid: str, image: object, modality: str = "CT") -> dict:
-        row = {"Collection": "TEST-COLL", "PatientID": patient, "StudyInstanceUID": STUDY,
-               "SeriesInstanceUID": uid, "Modality": modality, "ImageCount": 3,
-               "FileSize": 1000}
+    def add(self, patient: str, uids: str | dict, image: object, modality: str = "CT") -> dict:
+        """List a series (``uids``: a series uid, or the dict :func:`series_zip` returns)."""
+        uids = uids if isinstance(uids, dict) else {"SeriesInstanceUID": uids,
+                                                    "StudyInstanceUID": "1.2.3.4"}
+        row = {"Collection": "TEST-COLL", "PatientID": patient, **uids, "Modality": modality,
+               "ImageCount": 3, "FileSize": 1000}
         self.rows.append(row)
-        self.images[uid] = image
+        self.images[row["SeriesInstanceUID"]] = image
         return row
 
 
@@ -154,13 +150,15 @@ def test_tcia_series_errors_name_the_url(nbia):
 
 
 def test_fetch_writes_the_dataset_layout_and_resumes_without_refetching(nbia, tmp_path):
-    uid = generate_uid()
-    row = nbia.add("CASE-0001", uid, series_zip(uid, extra={"069.xml": b"<LidcReadMessage/>"}))
+    uids, data = series_zip(tmp_path / "src", extra={"069.xml": b"<LidcReadMessage/>"})
+    row = nbia.add("CASE-0001", uids, data)
+    uid = uids["SeriesInstanceUID"]
     report = fetch_series([row], tmp_path / "lidc", api=nbia.api, progress=False)
-    folder = tmp_path / "lidc" / "CASE-0001" / STUDY / uid
+    folder = tmp_path / "lidc" / "CASE-0001" / uids["StudyInstanceUID"] / uid
     assert report.ok and report.written == [folder] and report.present == []
-    assert sorted(p.name for p in folder.iterdir()) == ["069.xml", "1-001.dcm", "1-002.dcm",
-                                                        "1-003.dcm"]
+    sent = sorted(p.name for p in (tmp_path / "src").iterdir())
+    assert sorted(p.name for p in folder.iterdir()) == sorted([*sent, "069.xml"])
+    assert len(sent) == 3
     assert not (tmp_path / "lidc" / ".partial").exists()  # nothing left half-done
     scan = load_scan(tmp_path / "lidc" / "CASE-0001")
     assert scan.shape == (3, 128, 128) and scan.series_uid == uid
@@ -172,13 +170,13 @@ def test_fetch_writes_the_dataset_layout_and_resumes_without_refetching(nbia, tm
 
 
 def test_one_bad_series_never_stops_the_others(nbia, tmp_path):
-    good = generate_uid()
     rows = [nbia.add("CASE-0001", "1.9.1", b"this is not a zip file"),
-            nbia.add("CASE-0002", good, series_zip(good)),
+            nbia.add("CASE-0002", *series_zip(tmp_path / "src")),
             nbia.add("CASE-0003", "1.9.3", 404),
             nbia.add("CASE-0004", "1.9.4", empty_zip())]
-    report = fetch_series(rows, tmp_path, api=nbia.api, progress=False)
-    assert report.written == [series_folder(tmp_path, rows[1])]
+    dest = tmp_path / "dest"
+    report = fetch_series(rows, dest, api=nbia.api, progress=False)
+    assert report.written == [series_folder(dest, rows[1])]
     assert not report.ok
     by_uid = {f.message.split()[1]: f for f in report.qc}
     assert set(by_uid) == {"1.9.1", "1.9.3", "1.9.4"}
@@ -186,21 +184,22 @@ def test_one_bad_series_never_stops_the_others(nbia, tmp_path):
     assert "holds no files" in by_uid["1.9.4"].message
     assert by_uid["1.9.3"].code == "download_failed" and "404" in by_uid["1.9.3"].message
     assert all(f.file and "getImage" in f.file for f in report.qc)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["CASE-0002"]  # no partial folders
+    assert sorted(p.name for p in dest.iterdir()) == ["CASE-0002"]  # no partial folders
 
 
 def test_an_interrupted_download_leaves_nothing_and_the_next_run_completes(nbia, tmp_path):
-    uid = generate_uid()
-    row = nbia.add("CASE-0001", uid, "truncate")
-    first = fetch_series([row], tmp_path, api=nbia.api, progress=False)
+    uids, data = series_zip(tmp_path / "src")
+    row = nbia.add("CASE-0001", uids, "truncate")
+    dest = tmp_path / "dest"
+    first = fetch_series([row], dest, api=nbia.api, progress=False)
     assert first.written == [] and [f.code for f in first.qc] == ["download_failed"]
-    assert not series_folder(tmp_path, row).exists()
-    assert not list(tmp_path.rglob("*.zip")) and not list(tmp_path.rglob("*.dcm"))
+    assert not series_folder(dest, row).exists()
+    assert not list(dest.rglob("*.zip")) and not list(dest.rglob("*.dcm"))
 
-    nbia.images[uid] = series_zip(uid)  # the connection holds this time
-    second = fetch_series([row], tmp_path, api=nbia.api, progress=False)
-    assert second.ok and second.written == [series_folder(tmp_path, row)]
-    assert len(list(series_folder(tmp_path, row).glob("*.dcm"))) == 3
+    nbia.images[uids["SeriesInstanceUID"]] = data  # the connection holds this time
+    second = fetch_series([row], dest, api=nbia.api, progress=False)
+    assert second.ok and second.written == [series_folder(dest, row)]
+    assert len(list(series_folder(dest, row).glob("*.dcm"))) == 3
 
 
 def test_series_folder_refuses_path_tricks(tmp_path):
@@ -214,27 +213,28 @@ def test_series_folder_refuses_path_tricks(tmp_path):
 
 def test_cli_fetch_lists_downloads_and_refuses_a_whole_collection_by_default(nbia, tmp_path,
                                                                              capsys):
-    uid = generate_uid()
-    nbia.add("CASE-0001", uid, series_zip(uid))
+    uids, data = series_zip(tmp_path / "src")
+    nbia.add("CASE-0001", uids, data)
+    uid = uids["SeriesInstanceUID"]
     base = ["fetch", "--collection", "TEST-COLL", "--api", nbia.api, "--quiet"]
     assert main([*base, "--list"]) == 0
     assert uid in capsys.readouterr().out and nbia.hits["getImage"] == 0
-    assert main([*base, "--to", str(tmp_path)]) == 2  # no --patient, no --all-patients
+    assert main([*base, "--to", str(tmp_path / "dest")]) == 2  # no --patient, no --all-patients
     assert "--all-patients" in capsys.readouterr().err
-    assert main([*base, "--patient", "CASE-0001", "--to", str(tmp_path)]) == 0
+    assert main([*base, "--patient", "CASE-0001", "--to", str(tmp_path / "dest")]) == 0
     assert "written 1, already present 0, failed 0" in capsys.readouterr().out
-    assert pydicom.dcmread(next(series_folder(tmp_path, nbia.rows[0]).glob("*.dcm"))).Modality \
-        == "CT"
-    assert main([*base, "--patient", "CASE-0404", "--to", str(tmp_path)]) == 1
+    fetched = next(series_folder(tmp_path / "dest", nbia.rows[0]).glob("*.dcm"))
+    assert pydicom.dcmread(fetched).Modality == "CT"
+    assert main([*base, "--patient", "CASE-0404", "--to", str(tmp_path / "dest")]) == 1
 
 
 def test_fetched_lidc_root_ignores_the_partial_folder(nbia, tmp_path):
     from lunglib.datasets import LIDCDataset
 
-    uid = generate_uid()
-    row = nbia.add("LIDC-IDRI-0001", uid, series_zip(uid))
-    fetch_series([row], tmp_path, api=nbia.api, progress=False)
-    leftover = tmp_path / ".partial" / "x.unpacking"  # what a killed unpack leaves behind
+    row = nbia.add("LIDC-IDRI-0001", *series_zip(tmp_path / "src"))
+    dest = tmp_path / "dest"
+    fetch_series([row], dest, api=nbia.api, progress=False)
+    leftover = dest / ".partial" / "x.unpacking"  # what a killed unpack leaves behind
     leftover.mkdir(parents=True)
     (leftover / "1-001.dcm").write_bytes(b"half")
-    assert LIDCDataset(tmp_path).patient_ids() == ["LIDC-IDRI-0001"]
+    assert LIDCDataset(dest).patient_ids() == ["LIDC-IDRI-0001"]
