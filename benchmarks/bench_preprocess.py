@@ -75,9 +75,9 @@ one reading thread instead of a pool (parsing holds the GIL: ``benchmarks/bench_
 **Target load+prepare <= 1.5x decode: not met** (1.7-2.4x over two runs). What is left is mostly
 ``load_scan`` (1.3-1.7x the floor here; 1.0-1.3x in ``bench_load.py``, whose floor keeps the
 decoded images): after pydicom's own parsing, the loader writes every slice as HU into the
-volume, and ``prepare`` must still read every voxel once to block-average it (0.28-0.47x). Even
-with both at their best measured values (load 1.0x, prepare 0.46x) the total would be 1.46x, so
-the target needs a DICOM reader that parses faster than pydicom, not more work in lunglib.
+volume, and ``prepare`` must still read every voxel once to block-average it (0.28-0.47x). Only
+with both at their best values ever measured, in different runs (load 1.0x, prepare 0.46x), would
+the total reach 1.46x, at the target with no margin; measured together it is 1.7-2.4x.
 """
 
 from __future__ import annotations
