@@ -28,10 +28,63 @@ false-candidate voxels, and the global Dice without each. ``--dice-bound`` print
 outline one voxel off scores on a small nodule at 3 x 2.65 x 2.65 mm (a 7 mm nodule: 0.93 with
 one extra voxel, 0.42 shifted by one voxel; see docs/synthetic.md).
 
-Result (2026-11-27, seed 42, defaults: 40 patients -> 26/6/8 train/val/test, context 2 at 2.5 mm,
-96 positive and 32 negative patches per training patient, 20 epochs; train 6.1 min with one
-TensorFlow thread on the shared 2-core machine, about 10 min in all). Validation chose threshold 0.9
-and minimum volume 100 mm3 (val whole-scan Dice per patient 0.631):
+Options, each chosen on the validation patients only: ``--tta`` also scores the probability maps
+averaged with their left-right mirror (``predict_volume(flip=True)``); ``--hard-round`` runs
+the first model over the *training* scans, cuts ``--n-hard`` patches per patient where it fires
+off the nodules (``lunglib.segment.false_positive_patches``) and fine-tunes ``--hard-epochs``
+more epochs on all patches plus these; ``--min-peaks`` adds a minimum peak probability per
+candidate to the post-processing grid (``candidate_mask(min_peak=...)``). Every variant (round 1
+or 2, with or without flips) gets its own post-processing chosen on validation; the variant with
+the best validation Dice is the one reported in full; the test patients are scored once per
+variant, and all are printed so nothing is hidden.
+
+Result (2026-11-28, seed 42, the whole cohort: 80 patients -> 52/12/16 train/val/test; 20 epochs,
+then 608 false-positive patches from 19 of the 52 training patients and 8 fine-tuning epochs;
+train 15.9 min + round 2 12.1 min with one TensorFlow thread on the shared machine under a load
+of 3-4, 53 min in all):
+
+    variant         threshold  min vol  min peak  val Dice  test per patient  test global
+    round 1               0.3      0       0.95     0.759        0.676            0.859
+    round 1 + flip        0.3      0       0.95     0.837        0.772            0.868
+    round 2               0.5     20       0        0.772        0.550            0.871
+    round 2 + flip        0.3      0       0.95     0.899        0.797            0.881   <- chosen
+
+The chosen variant (round 2 + flip, threshold 0.3, no minimum volume, minimum peak 0.95) on the
+16 test patients (20 nodules):
+
+    level       subset        n   Dice   IoU
+    whole scan  per patient  16  0.797 0.749
+    whole scan  global       16  0.881 0.787
+    per nodule  all nodules  20  0.722 0.670
+    per nodule  >= 1000 mm3   9  0.788 0.724
+    per nodule  < 1000 mm3   11  0.667 0.627
+
+Per test patient (whole scan): 0.920, 1.000 (healthy), 0.960, 0.810 (one 47-voxel nodule),
+1.000 (healthy), 0.786, 0.973, 1.000 (healthy), 0.975, 0.714 (one 27-voxel nodule), 0.000 (a
+512-voxel and a 5-voxel nodule, both missed), 0.000 (one 7-voxel nodule, missed), 1.000
+(healthy), 1.000 (two 19-voxel nodules, both exact), 0.638 (a large nodule half outlined: 641 of
+1266 voxels), 0.974. No false candidate in any test scan (all four healthy scans score 1);
+nodules found 16 of 20. Voxels: 6516 correct, 527 in missed nodules, 831 missed and 405 extra
+on outlines, 0 in false candidates.
+
+What helped, on validation and then on test alike: the flips (+0.08 val, +0.10 test per patient
+on round 1) and the minimum peak, which every flip variant chose (candidates grown from 0.3 that
+must reach 0.95 somewhere: faint rims kept, faint false blobs dropped). The hard-negative round
+helped only with the flips (round 2 alone chose a different post-processing and dropped to 0.550
+on test). The 0.85 target is NOT met per patient: 0.797 on 16 test patients. The remaining loss
+is nodules, not false positives: two patients score 0 on missed nodules (one of them a 3734 mm3
+nodule; whether the minimum peak or the threshold lost it was not measured) and one large nodule
+is half outlined. The global Dice (0.881) meets it. The 40-patient split was not re-run with these
+options (no time left in the session); its figures below are the previous recipe's.
+
+Command: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
+.venv/bin/python benchmarks/bench_synthetic_segmentation.py --n-patients 0 --tta --hard-round
+--min-peaks 0 0.95 0.99``.
+
+Previous result (2026-11-27, seed 42, defaults: 40 patients -> 26/6/8 train/val/test, context 2
+at 2.5 mm, 96 positive and 32 negative patches per training patient, 20 epochs; train 6.1 min with
+one TensorFlow thread on the shared 2-core machine, about 10 min in all). Validation chose threshold
+0.9 and minimum volume 100 mm3 (val whole-scan Dice per patient 0.631):
 
     level       subset        n   Dice   IoU
     whole scan  per patient   8  0.576 0.536
@@ -61,10 +114,11 @@ per nodule 0.713 (previous definition) -> 0.900 on the 2 large nodules and 0.000
 4 small ones; notebook wall time 248 s with one TensorFlow thread on the shared machine (the
 previous committed run recorded 271 s).
 
-Command: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
+Command of the previous result: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
 .venv/bin/python benchmarks/bench_synthetic_segmentation.py``.
 
-Run: ``.venv/bin/python benchmarks/bench_synthetic_segmentation.py [--n-patients 0] [--epochs 40]``
+Run: ``.venv/bin/python benchmarks/bench_synthetic_segmentation.py [--n-patients 0] [--epochs 40]
+[--tta] [--hard-round] [--min-peaks 0 0.95 0.99]``
 """
 
 from __future__ import annotations
@@ -146,6 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--learning-rate", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--tta", action="store_true",
+                        help="also try left-right flip test-time augmentation (chosen on val)")
+    parser.add_argument("--hard-round", action="store_true",
+                        help="also try a second round: mine the first model's false positives on "
+                             "the training patients and fine-tune with them (chosen on val)")
+    parser.add_argument("--n-hard", type=int, default=32,
+                        help="false-positive patches mined per training patient")
+    parser.add_argument("--hard-epochs", type=int, default=8)
+    parser.add_argument("--min-peaks", type=float, nargs="+", default=[0.0],
+                        help="minimum-peak grid for the validation choice (0 = none)")
     parser.add_argument("--dice-bound", action="store_true",
                         help="only print the off-by-one-voxel Dice of small nodules and exit")
     args = parser.parse_args(argv)
@@ -163,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     from lunglib.preprocess import window
     from lunglib.seg_metrics import (
         choose_postprocessing,
+        dice,
         dice_global,
         error_breakdown,
         iou_global,
@@ -172,6 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     from lunglib.segment import (
         candidate_mask,
         context_step_for,
+        false_positive_patches,
         predict_volume,
         sample_patches,
         slice_window,
@@ -219,23 +285,77 @@ def main(argv: list[str] | None = None) -> int:
               epochs=args.epochs, verbose=0)
     train_min = (time.perf_counter() - start) / 60
 
-    probs = {}
-    for pid in parts["val"] + parts["test"]:
-        c = cases[pid]
-        whole = slice_window(c["lung"], multiple=2**args.depth)
-        probs[pid] = predict_volume(resize_unet(model, whole), c["image"], c["lung"], whole,
-                                    context=args.context, context_step=c["step"])
-    grid = choose_postprocessing(
-        [probs[p] for p in parts["val"]], [cases[p]["nodules"] for p in parts["val"]],
-        [cases[p]["spacing"] for p in parts["val"]],
-        thresholds=(0.3, 0.5, 0.7, 0.8, 0.9), min_volumes_mm3=(0, 20, 50, 100, 200, 400))
-    threshold, min_volume = float(grid.threshold[0]), float(grid.min_volume_mm3[0])
-    print(f"validation choice: threshold {threshold}, min volume {min_volume:g} mm3 "
-          f"(val whole-scan Dice {grid.dice[0]:.3f})")
+    seconds = {}
+
+    def infer(pids, flip=False):
+        out, start = {}, time.perf_counter()
+        for pid in pids:
+            c = cases[pid]
+            whole = slice_window(c["lung"], multiple=2**args.depth)
+            out[pid] = predict_volume(resize_unet(model, whole), c["image"], c["lung"], whole,
+                                      context=args.context, context_step=c["step"], flip=flip)
+        seconds[flip] = (time.perf_counter() - start) / len(pids)
+        return out
+
+    evaluated = parts["val"] + parts["test"]
+    variants = {"round 1": infer(evaluated)}
+    if args.tta:
+        variants["round 1 + flip"] = infer(evaluated, flip=True)
+    hard_min = 0.0
+    if args.hard_round:
+        start = time.perf_counter()
+        mined = []
+        for pid, prob in infer(parts["train"]).items():
+            c = cases[pid]
+            x, y = false_positive_patches(prob, c["image"], c["nodules"],
+                                          (args.patch, args.patch), args.n_hard, rng=rng,
+                                          context=args.context, context_step=c["step"])
+            mined.append((x if args.context else x[..., None], y))
+        x_hard = np.concatenate([x for x, _ in mined])
+        y_hard = np.concatenate([y for _, y in mined])[..., None].astype(np.float32)
+        print(f"round 2: {len(x_hard)} false-positive patches from "
+              f"{sum(len(x) > 0 for x, _ in mined)}/{len(mined)} training patients")
+        model.fit(np.concatenate([x_train, x_hard]), np.concatenate([y_train, y_hard]),
+                  validation_data=(x_val, y_val), batch_size=32, epochs=args.hard_epochs,
+                  verbose=0)
+        hard_min = (time.perf_counter() - start) / 60
+        variants["round 2"] = infer(evaluated)
+        if args.tta:
+            variants["round 2 + flip"] = infer(evaluated, flip=True)
 
     test = parts["test"]
-    preds = {p: candidate_mask(probs[p], cases[p]["spacing"], threshold, min_volume)
-             for p in test}
+    summary, choices = [], {}
+    for name, probs in variants.items():
+        grid = choose_postprocessing(
+            [probs[p] for p in parts["val"]], [cases[p]["nodules"] for p in parts["val"]],
+            [cases[p]["spacing"] for p in parts["val"]],
+            thresholds=(0.3, 0.5, 0.7, 0.8, 0.9), min_volumes_mm3=(0, 20, 50, 100, 200, 400),
+            min_peaks=args.min_peaks)
+        best = grid.iloc[0]
+        choices[name] = (float(best.threshold), float(best.min_volume_mm3), float(best.min_peak))
+        masks = [candidate_mask(probs[p], cases[p]["spacing"], *choices[name][:2],
+                                min_peak=choices[name][2]) for p in test]
+        truths = [cases[p]["nodules"] > 0 for p in test]
+        summary.append((name, *choices[name], best.dice,
+                        float(np.mean([dice(t, m) for t, m in zip(truths, masks, strict=True)])),
+                        dice_global(truths, masks)))
+    summary = pd.DataFrame(summary, columns=["variant", "threshold", "min_volume_mm3",
+                                             "min_peak", "val_dice", "test_dice",
+                                             "test_dice_global"])
+    chosen = summary.sort_values("val_dice", ascending=False, kind="stable").variant.iloc[0]
+    print()
+    print("variants, post-processing chosen on validation; the variant chosen by val_dice is "
+          f"'{chosen}' (test columns: whole scan per patient and global)")
+    print(summary.to_string(index=False, float_format="{:.3f}".format))
+    print("whole-scan inference per patient: "
+          + ", ".join(f"{'flip' if k else 'plain'} {v:.2f} s" for k, v in seconds.items()))
+    probs = variants[chosen]
+    threshold, min_volume, min_peak = choices[chosen]
+    print(f"validation choice: {chosen}, threshold {threshold}, min volume {min_volume:g} mm3, "
+          f"min peak {min_peak:g}")
+
+    preds = {p: candidate_mask(probs[p], cases[p]["spacing"], threshold, min_volume,
+                               min_peak=min_peak) for p in test}
     scans = score_cases([cases[p]["nodules"] > 0 for p in test], [preds[p] for p in test], test,
                         spacings=[cases[p]["spacing"] for p in test])
     nodules = pd.concat([score_nodules(cases[p]["nodules"], preds[p], p, cases[p]["spacing"])
@@ -258,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(f"synthetic nodule segmentation, held-out test patients (seed {args.seed}); 2.5D U-Net "
           f"context {args.context}, depth {args.depth}, filters {args.filters}, "
-          f"{args.epochs} epochs, train {train_min:.1f} min")
+          f"{args.epochs} epochs, train {train_min:.1f} min"
+          + (f", round 2 (inference + fine-tune) {hard_min:.1f} min" if args.hard_round else ""))
     print(table.to_string(index=False, float_format="{:.3f}".format))
     print()
     errors = pd.DataFrame([error_breakdown(cases[p]["nodules"], preds[p], p) for p in test])
