@@ -500,11 +500,8 @@ def find_candidates(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing {spacing} must be three positive sizes (z, y, x) in mm")
-    if connectivity not in (1, 2, 3):
-        raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
     voxel_mm3 = float(np.prod(spacing))
-    structure = ndimage.generate_binary_structure(3, connectivity)
-    labels, _ = ndimage.label(prob > threshold, structure=structure)
+    labels, _ = label_candidates(prob, threshold, connectivity)
     rows = []
     for region in measure.regionprops(labels, intensity_image=prob):
         volume = region.num_pixels * voxel_mm3
@@ -529,6 +526,22 @@ def find_candidates(
     table = table.sort_values(["peak_prob", "volume_mm3"], ascending=False, ignore_index=True)
     table.insert(0, "candidate", np.arange(1, len(table) + 1))
     return table
+
+
+def label_candidates(
+    prob: np.ndarray, threshold: float = 0.5, connectivity: int = 3
+) -> tuple[np.ndarray, int]:
+    """Connected components of ``prob > threshold``: the label image (0 background) and count.
+
+    The one place where candidates are cut out of a probability map, so that
+    :func:`candidate_mask`, :func:`find_candidates` and the post-processing search of
+    :func:`lunglib.seg_metrics.choose_postprocessing` agree on them.
+    """
+    if connectivity not in (1, 2, 3):
+        raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
+    structure = ndimage.generate_binary_structure(3, connectivity)
+    labels, n = ndimage.label(np.asarray(prob) > threshold, structure=structure)
+    return labels, int(n)
 
 
 def candidate_mask(
@@ -563,10 +576,7 @@ def candidate_mask(
     spacing = tuple(float(s) for s in spacing)
     if len(spacing) != 3 or min(spacing) <= 0:
         raise ValueError(f"spacing {spacing} must be three positive sizes (z, y, x) in mm")
-    if connectivity not in (1, 2, 3):
-        raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")
-    structure = ndimage.generate_binary_structure(3, connectivity)
-    labels, n = ndimage.label(prob > threshold, structure=structure)
+    labels, n = label_candidates(prob, threshold, connectivity)
     if n == 0 or (min_volume_mm3 <= 0 and min_peak <= 0):
         return labels > 0
     sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))

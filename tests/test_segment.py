@@ -406,6 +406,34 @@ def test_postprocessing_is_chosen_by_whole_scan_dice():
         choose_postprocessing([prob], [], [spacing])
 
 
+def test_postprocessing_search_scores_the_masks_candidate_mask_makes():
+    # The search scores each grid point from per-component counts; the Dice must be the one of
+    # candidate_mask's own mask, patient by patient, for every threshold, volume and peak.
+    from scipy import ndimage
+
+    from lunglib.seg_metrics import choose_postprocessing, dice
+    from lunglib.segment import candidate_mask
+
+    rng = np.random.default_rng(3)
+    probs, truths, spacings = [], [], []
+    for k in range(3):
+        noise = ndimage.gaussian_filter(rng.random((12, 30, 30)), 1.5)
+        prob = ((noise - noise.min()) / np.ptp(noise)).astype(np.float32)
+        probs.append(prob)
+        truths.append(prob > 0.7 + 0.05 * k if k < 2 else np.zeros(prob.shape, bool))
+        spacings.append((2.0, 0.8 + 0.1 * k, 0.8 + 0.1 * k))
+    grid = {"thresholds": (0.4, 0.6, 0.9), "min_volumes_mm3": (0.0, 5.0, 40.0),
+            "min_peaks": (0.0, 0.85, 0.95)}
+    table = choose_postprocessing(probs, truths, spacings, **grid)
+    assert len(table) == 3 * 3 * 3 - 3  # peak 0.85 <= threshold 0.9 is no filter: skipped
+    for row in table.itertuples():
+        expected = np.mean([dice(t, candidate_mask(p, s, row.threshold, row.min_volume_mm3,
+                                                   min_peak=row.min_peak))
+                            for p, t, s in zip(probs, truths, spacings, strict=True)])
+        assert row.dice == pytest.approx(expected, abs=1e-12), row
+    assert table.dice.nunique() > 3  # the grid points really differ
+
+
 class _LeftHalfModel:
     """Fires on the left half of every window, whatever it shows: not mirror-symmetric."""
 
