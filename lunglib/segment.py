@@ -157,10 +157,21 @@ def sample_patches(
                 n_hard = 0
         centres.extend(lung_voxels[rng.integers(0, len(lung_voxels), size=n_neg - n_hard)])
 
-    return _cut(image, binary, centres, shape, fill, planar, context, step)
+    return _cut_patches(image, binary, centres, shape, fill, planar, context, step)
 
 
-def _cut(image, binary, centres, shape, fill, planar, context, step):
+def _cut_patches(
+    image: np.ndarray,
+    binary: np.ndarray,
+    centres: Sequence[Sequence[int]],
+    shape: tuple[int, ...],
+    fill: float,
+    planar: bool,
+    context: int,
+    step: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Image and mask patches of ``shape`` (z, y, x) around each centre; for in-plane patches
+    the slices ``step`` apart become channels and the mask is the centre slice's."""
     reach = context * step
     images = np.empty((len(centres), *shape), dtype=np.float32)
     masks = np.empty((len(centres), *shape), dtype=np.uint8)
@@ -241,7 +252,7 @@ def false_positive_patches(
         near = ndimage.binary_dilation(near, iterations=int(margin))
     fired = np.argwhere((prob > threshold) & ~near)
     centres = fired[rng.integers(0, len(fired), size=n)] if len(fired) and n else fired[:0]
-    return _cut(image, binary, list(centres), shape, fill, planar, context, step)
+    return _cut_patches(image, binary, list(centres), shape, fill, planar, context, step)
 
 
 def _check_step(context_step: int) -> int:
