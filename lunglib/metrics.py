@@ -141,7 +141,6 @@ def bootstrap_ci(
     return float(low), float(high)
 
 
-
 def aggregate_by_group(values: Sequence[float], groups: Sequence[object]) -> np.ndarray:
     """Replace every value by the mean of its group (for example one nodule's several outlines).
 

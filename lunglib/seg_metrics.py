@@ -391,7 +391,7 @@ def choose_postprocessing(
         ``dice`` descending; ties go to the lower threshold, the smaller minimum volume and the
         lower minimum peak.
     """
-    from lunglib.segment import label_candidates
+    from lunglib.segment import kept_components, label_candidates
 
     if not len(probs) == len(truths) == len(spacings) or len(probs) == 0:
         raise ValueError(
@@ -417,10 +417,7 @@ def choose_postprocessing(
                 for peak in min_peaks:
                     if 0 < peak <= threshold:
                         continue
-                    keep = counts * voxel_mm3 >= volume
-                    if peak > 0:
-                        keep &= peaks >= peak
-                    keep[0] = False
+                    keep = kept_components(counts, peaks, voxel_mm3, volume, peak)
                     total = int(counts[keep].sum()) + n_true
                     value = 1.0 if total == 0 else 2.0 * int(shared[keep].sum()) / total
                     key = (float(threshold), float(volume), float(peak))

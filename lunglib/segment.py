@@ -590,10 +590,29 @@ def candidate_mask(
     labels, n = label_candidates(prob, threshold, connectivity)
     if n == 0 or (min_volume_mm3 <= 0 and min_peak <= 0):
         return labels > 0
-    sizes = np.bincount(labels.ravel(), minlength=n + 1) * float(np.prod(spacing))
-    keep = sizes >= min_volume_mm3
+    counts = np.bincount(labels.ravel(), minlength=n + 1)
+    peaks = (np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
+             if min_peak > 0 else None)
+    keep = kept_components(counts, peaks, float(np.prod(spacing)), min_volume_mm3, min_peak)
+    return keep[labels]
+
+
+def kept_components(
+    counts: np.ndarray,
+    peaks: np.ndarray | None,
+    voxel_mm3: float,
+    min_volume_mm3: float = 0.0,
+    min_peak: float = 0.0,
+) -> np.ndarray:
+    """Which labels of :func:`label_candidates` survive the minimum volume and minimum peak.
+
+    ``counts[k]`` and ``peaks[k]`` are label k's voxel count and highest probability (index 0 is
+    the background, never kept); ``peaks`` may be None when ``min_peak <= 0``. The rule of
+    :func:`candidate_mask`, shared with the post-processing search so that both keep the same
+    candidates.
+    """
+    keep = np.asarray(counts) * voxel_mm3 >= min_volume_mm3
     if min_peak > 0:
-        peaks = ndimage.maximum(prob, labels, index=np.arange(n + 1))
         keep &= np.asarray(peaks) >= min_peak
     keep[0] = False
-    return keep[labels]
+    return keep
