@@ -408,6 +408,27 @@ def test_padding_values_become_air(tmp_path: Path):
     assert (scan.hu[:, 1] == 32767 - 1024).all() and (scan.hu[:, 2:] == 1500 - 1024).all()
 
 
+@pytest.mark.parametrize("signed", [False, True])
+def test_fewer_bits_stored_read_as_pydicom_reads_them(tmp_path: Path, signed: bool):
+    """12 of 16 bits stored: clean high bits, and high bits pydicom must clear or sign-extend."""
+    dtype = np.int16 if signed else np.uint16
+    values = [-2000, -1, 0, 1500, 2047] if signed else [0, 24, 1024, 2500, 4095]
+    clean = np.resize(np.array(values, dtype=dtype), (6, 5))
+    dirty = clean.copy()
+    if signed:
+        dirty[0] = np.array(values, np.int16) & 0x0FFF  # not sign-extended: positive in int16
+    else:
+        dirty[0] |= 0x3000  # stray bits above the 12 stored ones
+    paths = write_series(tmp_path, [clean, dirty], [0.0, 2.0], BitsStored=12, HighBit=11,
+                         intercept=0.0 if signed else -1024.0)
+    scan = load_scan(tmp_path)
+    offset = 0 if signed else -1024
+    expected = [pydicom.dcmread(p).pixel_array.astype(np.int32) + offset for p in paths]
+    np.testing.assert_array_equal(expected[1], expected[0])  # pydicom: the same image twice
+    expected_hu = np.where(np.stack(expected) < -1024, AIR_HU, np.stack(expected))
+    np.testing.assert_array_equal(scan.hu, expected_hu)
+
+
 # --------------------------------------------------------------------------------------------
 # Bad input
 
