@@ -516,3 +516,37 @@ def test_false_positive_patches_are_cut_where_the_model_fires_off_the_nodules():
     assert none.shape == (0, 8, 8)
     with pytest.raises(ValueError, match="same shape"):
         false_positive_patches(prob[:5], image, nodules, (8, 8), 5)
+
+
+def test_dihedral_patches_move_each_mask_with_its_image_through_all_eight_orientations():
+    from lunglib.segment import dihedral_patches
+
+    rng = np.random.default_rng(3)
+    images = rng.normal(size=(400, 6, 6, 3)).astype(np.float32)
+    masks = (images[..., 1] > 0.3).astype(np.uint8)  # the mask is a function of the centre slice
+    before = images.copy()
+    x, y = dihedral_patches(images, masks, rng=0)
+    assert x.shape == images.shape and x.dtype == images.dtype
+    assert y.shape == masks.shape and y.dtype == masks.dtype
+    np.testing.assert_array_equal(images, before)  # the input is left alone
+    np.testing.assert_array_equal(y, (x[..., 1] > 0.3).astype(np.uint8))
+
+    def orientations(patch):
+        turned = [np.rot90(patch, k, axes=(0, 1)) for k in range(4)]
+        return turned + [t[:, ::-1] for t in turned]
+
+    seen = set()
+    for original, out in zip(images, x, strict=True):
+        matches = [i for i, o in enumerate(orientations(original)) if np.array_equal(o, out)]
+        assert len(matches) == 1  # one of the 8 exact orientations, every channel alike
+        seen.add(matches[0])
+    assert seen == set(range(8))
+    # 2D patches with a trailing mask channel work too
+    flat = images[..., 0]
+    x2, y2 = dihedral_patches(flat, (flat > 0.3).astype(np.uint8)[..., None], rng=1)
+    assert not np.array_equal(x2, flat)
+    np.testing.assert_array_equal(y2[..., 0], (x2 > 0.3).astype(np.uint8))
+    with pytest.raises(ValueError, match="not square"):
+        dihedral_patches(np.zeros((2, 4, 6)), np.zeros((2, 4, 6)))
+    with pytest.raises(ValueError, match="one"):
+        dihedral_patches(np.zeros((2, 4, 4)), np.zeros((3, 4, 4)))
