@@ -527,6 +527,18 @@ def _padding_range(ds: Dataset, raw: np.ndarray) -> tuple[int, int] | None:
     return min(values), max(values)
 
 
+def _little_endian_us(ds: Dataset, tag: int) -> int | None:
+    """A one-value US element of a little-endian dataset as an int (None when absent), read
+    from its raw bytes when pydicom has not converted it yet (as ``_decimals`` does)."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return int.from_bytes(value[:2], "little") if len(value) >= 2 else None
+    return value if isinstance(value, int) else None
+
+
 def _native_pixels(
     ds: Dataset, syntax: pydicom.uid.UID, shape: tuple[int, ...]
 ) -> np.ndarray | None:
@@ -544,11 +556,11 @@ def _native_pixels(
     """
     if syntax not in _NATIVE_LITTLE_ENDIAN:
         return None
-    layout = [ds.get(k) for k in ("BitsAllocated", "BitsStored", "SamplesPerPixel",
-                                  "PixelRepresentation", "NumberOfFrames")]
-    bits_allocated, bits_stored, samples, signed, frames = layout
-    if bits_allocated != 16 or not isinstance(bits_stored, int) or not 1 <= bits_stored <= 16 or (
-        samples not in (None, 1) or frames not in (None, "", 1, "1") or signed not in (0, 1)
+    bits_allocated, bits_stored, samples, signed = (_little_endian_us(ds, tag) for tag in (
+        0x00280100, 0x00280101, 0x00280002, 0x00280103))  # tags: pydicom's keyword lookup is slow
+    if bits_allocated != 16 or bits_stored is None or not 1 <= bits_stored <= 16 or (
+        samples not in (None, 1) or signed not in (0, 1) or (
+            0x00280008 in ds and ds.get("NumberOfFrames") != 1)
     ):
         return None
     data = ds.PixelData
@@ -887,8 +899,11 @@ def _check_consistent(uid: str, members: list[_Header]) -> None:
             f"series {uid}: mixed image sizes {listing}"
         )
     iop = np.asarray(first.orientation)
-    for h in members:
-        if h.orientation is None or not np.allclose(h.orientation, iop, atol=1e-3):
+    same = [h.orientation is not None for h in members]
+    if all(same):
+        same = np.isclose([h.orientation for h in members], iop, atol=1e-3).all(axis=1)
+    for h, ok in zip(members, same, strict=True):
+        if not ok:
             raise DicomLoadError(
                 f"{h.path}: ImageOrientationPatient {h.orientation} differs from "
                 f"{first.orientation} in {first.path.name}; series {uid} mixes orientations"
