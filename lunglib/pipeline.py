@@ -209,7 +209,13 @@ def _fmt(value: object) -> str:
 
 
 def headline(metrics: Mapping[str, object]) -> str:
-    """The few numbers a person wants first, one line."""
-    flat = _flatten(metrics)
-    keys = [k for k in flat if k.split(".")[-1] in {"roc_auc", "accuracy", "f1", "dice"}]
-    return ", ".join(f"{k} {_fmt(flat[k])}" for k in keys) or "no headline metrics"
+    """The few numbers a person wants first, one line: each section's own accuracy, F1,
+    ROC-AUC and Dice (``classification.roc_auc 0.859``), not the confidence intervals or the
+    per-level breakdowns nested below them (those are in ``metrics.json`` and the report)."""
+    wanted = ("accuracy", "f1", "roc_auc", "dice")
+    parts = [
+        f"{section}.{name} {_fmt(values[name])}"
+        for section, values in metrics.items() if isinstance(values, Mapping)
+        for name in wanted if isinstance(values.get(name), (int, float))
+    ]
+    return ", ".join(parts) or "no headline metrics"

@@ -61,6 +61,19 @@ def test_run_passes_parameters_and_writes_report(tmp_path: Path) -> None:
     assert headline(result.metrics) == "classification.roc_auc 0.596"
 
 
+def test_headline_keeps_each_sections_own_metrics_only() -> None:
+    metrics = {
+        "dataset": "synthetic",
+        "classification": {"accuracy": 0.875, "roc_auc": 0.859375, "log_loss": 0.46,
+                           "ci95": {"accuracy": [0.69, 1.0], "roc_auc": [0.6, 1.0]}},
+        "segmentation": {"dice": 0.3579, "iou": 0.32,
+                         "levels": {"whole scan, global (pooled voxels)": {"dice": 0.81}}},
+    }
+    assert headline(metrics) == (
+        "classification.accuracy 0.875, classification.roc_auc 0.859, segmentation.dice 0.358")
+    assert headline({"dataset": "synthetic"}) == "no headline metrics"
+
+
 @pytest.mark.slow
 def test_failing_notebook_is_named_with_its_cell(tmp_path: Path) -> None:
     good = _notebook(tmp_path / "01_good.ipynb", ["x = 1"], "size = 64")
