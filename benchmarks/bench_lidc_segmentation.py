@@ -93,6 +93,7 @@ from lunglib.seg_metrics import dice, score_cases, summarize  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "lidc_nodule_patches" / "dev.npz"
 HU_WINDOW = (-1000.0, 400.0)
+SOFT_TISSUE_WINDOW = (-160.0, 240.0)  # mediastinal window, W 400 / L 40
 PAD = 72
 
 
@@ -113,6 +114,26 @@ def to_input(hu: np.ndarray) -> np.ndarray:
     return np.pad(x, ((0, 0), (0, extra), (0, extra)), mode="edge")[..., None]
 
 
+def add_windows(x, channels: int):
+    """Lung-window input (after augmentation), plus the soft-tissue window when ``channels`` is 2.
+
+    The soft-tissue window spreads -160..240 HU (solid nodule, vessels, pleura) over [0, 1] so
+    dense boundaries keep their contrast; it lies inside the lung window, so it is recomputed
+    exactly from the lung-window channel. Works on numpy arrays and on tensors in ``tf.data``.
+    """
+    import keras
+
+    if channels not in (1, 2):
+        raise ValueError(f"channels must be 1 (lung window) or 2 (+ soft tissue), got {channels}")
+    if channels == 1:
+        return x
+    low, high = HU_WINDOW
+    soft_low, soft_high = SOFT_TISSUE_WINDOW
+    hu = x * (high - low) + low
+    soft = keras.ops.clip((hu - soft_low) / (soft_high - soft_low), 0.0, 1.0)
+    return keras.ops.concatenate([x, soft], axis=-1)
+
+
 def central_component(mask: np.ndarray) -> np.ndarray:
     """The connected component of a 2D mask under, or nearest to, the patch centre."""
     labels, n = ndimage.label(mask)
@@ -130,7 +151,8 @@ def baseline(hu: np.ndarray, level: float = -400.0) -> np.ndarray:
     return np.stack([central_component(ndimage.binary_fill_holes(p > level)) for p in hu])
 
 
-def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, augment: bool, crop: int):
+def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, augment: bool, crop: int,
+                 channels: int = 1):
     """Batches of ``crop`` x ``crop`` centre crops; training ones augmented first."""
     import tensorflow as tf
 
@@ -152,18 +174,20 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, augment: b
         ds = ds.map(lambda pair, s: tf_augment(pair[0], pair[1], transform, s),
                     num_parallel_calls=2)
     lo = (x.shape[1] - crop) // 2
-    ds = ds.map(lambda img, msk: (img[lo:lo + crop, lo:lo + crop], msk[lo:lo + crop, lo:lo + crop]))
+    ds = ds.map(lambda img, msk: (add_windows(img[lo:lo + crop, lo:lo + crop], channels),
+                                  msk[lo:lo + crop, lo:lo + crop]))
     return ds.batch(batch).prefetch(2)
 
 
-def predict(model, x: np.ndarray, tta: bool) -> np.ndarray:
+def predict(model, x: np.ndarray, tta: bool, channels: int = 1) -> np.ndarray:
     """Probabilities cropped to 71x71; with ``tta`` averaged over the 8 flips/rotations."""
     views = [(k, f) for k in range(4) for f in (False, True)] if tta else [(0, False)]
     total = 0.0
     for k, flip in views:
         v = np.rot90(x, k, axes=(1, 2))
         v = v[:, :, ::-1] if flip else v
-        p = model.predict(np.ascontiguousarray(v), batch_size=64, verbose=0)
+        v = np.asarray(add_windows(np.ascontiguousarray(v), channels))
+        p = model.predict(v, batch_size=64, verbose=0)
         p = p[:, :, ::-1] if flip else p
         total = total + np.rot90(p, -k, axes=(1, 2))
     return (total / len(views))[:, :71, :71, 0]
@@ -183,6 +207,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--channels", type=int, choices=(1, 2), default=1,
+                        help="1: lung window; 2: lung + soft-tissue window")
+    parser.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
+                        help="plateau: halve the learning rate on a val-loss plateau and stop "
+                        "early; cosine: cosine decay to 0 over all epochs, no early stop (the "
+                        "best val-loss weights are restored either way)")
     parser.add_argument("--no-tta", action="store_true", help="skip test-time flip averaging")
     args = parser.parse_args(argv)
     if not DATA.exists():
@@ -205,29 +235,41 @@ def main(argv: list[str] | None = None) -> int:
     x = to_input(hu)
     y = np.pad(mask, ((0, 0), (0, PAD - 71), (0, PAD - 71)), mode="constant")[..., None]
     crop = args.crop
-    model = build_unet((crop, crop, 1), depth=args.depth, filters=args.filters, dropout=0.1)
-    start = time.perf_counter()
-    history = model.fit(
-        make_dataset(x[idx["train"]], y[idx["train"]], args.batch, args.seed, True, crop),
-        validation_data=make_dataset(x[idx["val"]], y[idx["val"]], args.batch, args.seed, False,
-                                     crop),
-        epochs=args.epochs,
-        callbacks=[
+    model = build_unet((crop, crop, args.channels), depth=args.depth, filters=args.filters,
+                       dropout=0.1)
+    if args.schedule == "cosine":
+        cosine = keras.optimizers.schedules.CosineDecay(1e-3, decay_steps=args.epochs)
+        callbacks = [
+            keras.callbacks.LearningRateScheduler(lambda epoch: float(cosine(epoch))),
+            keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.epochs,
+                                          restore_best_weights=True),
+        ]
+    else:
+        callbacks = [
             keras.callbacks.EarlyStopping(monitor="val_loss", patience=args.patience,
                                           restore_best_weights=True),
             keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=0.5, patience=3),
-        ],
+        ]
+    start = time.perf_counter()
+    history = model.fit(
+        make_dataset(x[idx["train"]], y[idx["train"]], args.batch, args.seed, True, crop,
+                     args.channels),
+        validation_data=make_dataset(x[idx["val"]], y[idx["val"]], args.batch, args.seed, False,
+                                     crop, args.channels),
+        epochs=args.epochs,
+        callbacks=callbacks,
         verbose=2,
     )
     train_s = time.perf_counter() - start
     # The network is fully convolutional: the same weights run on the whole 72x72 patch.
-    full = build_unet((PAD, PAD, 1), depth=args.depth, filters=args.filters, dropout=0.1)
+    full = build_unet((PAD, PAD, args.channels), depth=args.depth, filters=args.filters,
+                      dropout=0.1)
     full.set_weights(model.get_weights())
     model = full
     epochs_run = len(history.history["loss"])
 
     tta = not args.no_tta
-    val_prob = predict(model, x[idx["val"]], tta)
+    val_prob = predict(model, x[idx["val"]], tta, args.channels)
     choices = []
     for threshold in np.round(np.arange(0.2, 0.851, 0.05), 2):
         for central in (False, True):
@@ -239,7 +281,7 @@ def main(argv: list[str] | None = None) -> int:
           f"val Dice={val_dice:.3f}")
 
     test = idx["test"]
-    test_prob = predict(model, x[test], tta)
+    test_prob = predict(model, x[test], tta, args.channels)
     results = {
         "U-Net 2D": binarize(test_prob, threshold, central),
         "baseline -400 HU, central component": baseline(hu[test]),
@@ -255,7 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     table["n"] = table["n"].astype(int)
     print()
     print(f"LIDC 2D nodule segmentation, held-out test patients (seed {args.seed}); "
-          f"U-Net depth {args.depth}, filters {args.filters}, {epochs_run} epochs, "
+          f"U-Net depth {args.depth}, filters {args.filters}, {args.channels} channel(s), "
+          f"{args.schedule} schedule, {epochs_run} epochs, "
           f"train {train_s / 60:.1f} min, TTA={tta}")
     print(table.drop(columns="hd95_undefined").to_string(index=False, float_format="%.3f"))
     return 0
