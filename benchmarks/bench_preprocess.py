@@ -72,12 +72,45 @@ one reading thread instead of a pool (parsing holds the GIL: ``benchmarks/bench_
 1.0x the floor's CPU time with one thread, 1.8x with two). Version 3 lung masks come from a
 ~5 mm copy; on LIDC-IDRI-0001 the lung volume reads 3905 mL (3858 mL on the ~2.5 mm copy).
 
-**Target load+prepare <= 1.5x decode: not met** (1.7-2.4x over two runs). What is left is mostly
-``load_scan`` (1.3-1.7x the floor here; 1.0-1.3x in ``bench_load.py``, whose floor keeps the
-decoded images): after pydicom's own parsing, the loader writes every slice as HU into the
-volume, and ``prepare`` must still read every voxel once to block-average it (0.28-0.47x). Only
-with both at their best values ever measured, in different runs (load 1.0x, prepare 0.46x), would
-the total reach 1.46x, at the target with no margin; measured together it is 1.7-2.4x.
+Those two runs timed each function ``runs`` times in a row. Since 2026-11-28 (second session)
+decode, load and prepare run in turns, one of each per round (``timed_together``), so a busy
+spell on the shared machine hits all three alike, and ``load_scan`` reads plain 16-bit pixels
+with ``np.frombuffer`` instead of ``pydicom.pixels.pixel_array`` (whose option gathering cost
+~0.3 ms per file, 0.03-0.04 s on LIDC-IDRI-0001) and its layout tags by number. Two runs of
+``.venv/bin/python benchmarks/bench_preprocess.py --runs 15`` with two training jobs on the two
+cores (load average ~2); CPU seconds, min of 15 rounds:
+
+==================  ======  =====  =======  =====  ======  =====  =====  ================
+scan                decode  load   prepare  vol/s  (a)     (b)    (a) /  (load+prep)/dec
+                                                   Kaggle         prep
+==================  ======  =====  =======  =====  ======  =====  =====  ================
+run 1
+LIDC-IDRI-0001      0.22    0.23   0.10     9.7    33.9    1.20   331x   1.51 (wall 1.51)
+Lung_Dx B70f        0.05    0.05   0.03     30.1   19.8    0.26   595x   1.69 (wall 1.72)
+Lung_Dx B40f        0.05    0.05   0.04     22.3   15.2    0.27   338x   2.05 (wall 1.79)
+run 2
+LIDC-IDRI-0001      0.14    0.25   0.07     14.0   31.7    1.15   443x   2.28 (wall 2.09)
+Lung_Dx B70f        0.06    0.06   0.04     25.3   16.9    0.26   427x   1.77 (wall 1.58)
+Lung_Dx B40f        0.05    0.05   0.04     28.2   18.1    0.27   511x   1.61 (wall 1.39)
+==================  ======  =====  =======  =====  ======  =====  =====  ================
+
+Per step on LIDC-IDRI-0001 (run 1 / run 2, CPU s): decode 0.218 / 0.143; load_scan 0.227 /
+0.254 (1.04x / 1.78x); block-average to the working copy 0.036 / 0.060; segment_lungs 0.013 /
+0.019; ``prepare`` as a whole 0.064 / 0.083 (0.29x / 0.58x). Peak memory 450 MiB.
+
+**Target load+prepare <= 1.5x decode: not met** (1.5-2.3x over these two runs; 1.7-2.4x before).
+The same code measures anywhere from 1.0x to 1.8x the floor for ``load_scan`` from one process to
+the next: what moves is the operating system's cost of handing the process fresh memory (18 000
+page faults the first time a 133-file scan is read whole, a few hundred later), not Python work.
+In one process, away from that, ``load_scan`` costs the floor's ``dcmread`` (0.10-0.15 s) plus
+~0.03 s of HU conversion and ~0.03 s of sorting and checks, against the floor's ~0.045 s of
+``pixel_array``: about 1.0-1.25x the floor. ``prepare`` adds 0.3-0.6x, over half of it the one
+pass over every voxel that block-averages the scan (``sitk.BinShrink``; numpy reshape-sums were
+2-4x slower). Ruled out by measurement: ``dcmread(specific_tags=...)`` (no faster), reading the
+pixel bytes at their file offset straight into the volume (0.150 s against 0.152 s for reading
+whole), disabling Python's garbage collector (no change), SimpleITK's ``ImageSeriesReader``
+(2.1x the floor, ``bench_load.py``). Meeting 1.5x reliably would take a DICOM parser faster than
+pydicom, or a block-average fused into the decoding, for less than the run-to-run noise here.
 """
 
 from __future__ import annotations
@@ -180,6 +213,21 @@ def timed(fn, runs: int) -> tuple[float, float, object]:
     return min(walls), min(cpus), result
 
 
+def timed_together(fns: dict[str, object], runs: int) -> dict[str, tuple[float, float, object]]:
+    """``timed`` for several functions run in turns (one round = each function once), so that
+    a busy spell on the shared machine hits all of them alike rather than one of them."""
+    walls = {name: [] for name in fns}
+    cpus = {name: [] for name in fns}
+    results: dict[str, object] = {}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            t0, c0 = time.perf_counter(), time.process_time()
+            results[name] = fn()
+            walls[name].append(time.perf_counter() - t0)
+            cpus[name].append(time.process_time() - c0)
+    return {name: (min(walls[name]), min(cpus[name]), results[name]) for name in fns}
+
+
 def prepare_steps(scan, runs: int) -> list[tuple[str, float]]:
     """CPU seconds (min of runs) of each step of ``prepare`` on one scan, the way it runs them."""
     import SimpleITK as sitk
@@ -273,9 +321,15 @@ def main(argv: list[str] | None = None) -> int:
         if not folder.is_dir():
             print(f"{folder} missing: {name} skipped", file=sys.stderr)
             continue
-        decode_w, decode_c, _ = timed(lambda f=folder: decode_only(f), args.runs)
-        load_w, load_c, scan = timed(lambda f=folder: load_scan(f), args.runs)
-        prep_w, prep_c, prepared = timed(lambda s=scan: prepare(s, SETTINGS), args.runs)
+        scan = load_scan(folder)
+        together = timed_together({
+            "decode": lambda f=folder: decode_only(f),
+            "load": lambda f=folder: load_scan(f),
+            "prepare": lambda s=scan: prepare(s, SETTINGS),
+        }, args.runs)
+        decode_w, decode_c, _ = together["decode"]
+        load_w, load_c, _ = together["load"]
+        prep_w, prep_c, prepared = together["prepare"]
         per_w, per_c, _ = timed(lambda s=scan: per_slice_recipe(s.hu), 1)
         if args.skip_kaggle:
             kag_w = kag_c = float("nan")
