@@ -33,12 +33,77 @@ averaged with their left-right mirror (``predict_volume(flip=True)``); ``--hard-
 the first model over the *training* scans, cuts ``--n-hard`` patches per patient where it fires
 off the nodules (``lunglib.segment.false_positive_patches``) and fine-tunes ``--hard-epochs``
 more epochs on all patches plus these; ``--min-peaks`` adds a minimum peak probability per
-candidate to the post-processing grid (``candidate_mask(min_peak=...)``). Every variant (round 1
-or 2, with or without flips) gets its own post-processing chosen on validation; the variant with
-the best validation Dice is the one reported in full; the test patients are scored once per
-variant, and all are printed so nothing is hidden.
+candidate to the post-processing grid (``candidate_mask(min_peak=...)``); ``--augment`` gives
+every training patch and its mask one of the 8 in-plane rotations/mirrorings, drawn afresh each
+epoch (``lunglib.segment.dihedral_patches``; no extra patches, so no extra training time);
+``--thresholds`` sets the threshold grid. Every variant (round 1 or 2, with or without flips)
+gets its own post-processing chosen on validation; the variant with the best validation Dice is
+the one reported in full; the test patients are scored once per variant, and all are printed so
+nothing is hidden. The per-nodule table gives each test nodule's highest probability
+(``peak_prob``: below the threshold, a miss is the model's; above it, the post-processing's).
+``--save-maps DIR`` writes every variant's probability map of each validation and test patient
+(float16 npz, ``DIR/<variant>/<patient>.npz``) for diagnosis without a rerun; keep DIR out of
+the repository.
 
-Result (2026-11-28, seed 42, the whole cohort: 80 patients -> 52/12/16 train/val/test; 20 epochs,
+Result (2026-11-28, session 5, seed 42, the whole cohort: 80 patients -> 52/12/16; the recipe
+below plus ``--augment`` and a wider minimum-peak grid; 20 epochs, then 1632 false-positive
+patches from 51 of 52 training patients and 8 fine-tuning epochs; train 14.3 min + round 2
+9.5 min with one TensorFlow thread on the shared machine, 33 min in all; whole-scan inference
+2.56 s per scan plain, 4.41 s with flips):
+
+    variant         threshold  min vol  min peak  val Dice  test per patient  test global
+    round 1               0.9    100       0        0.598        0.457            0.689
+    round 1 + flip        0.5      0       0.99     0.747        0.575            0.838
+    round 2               0.9    100       0        0.785        0.933            0.910
+    round 2 + flip        0.5     50       0.95     0.879        0.871            0.920   <- chosen
+
+    level       subset        n   Dice   IoU
+    whole scan  per patient  16  0.871 0.826
+    whole scan  global       16  0.920 0.853
+    per nodule  all nodules  20  0.838 0.795
+    per nodule  >= 1000 mm3   9  0.908 0.846
+    per nodule  < 1000 mm3   11  0.782 0.754
+
+Per test patient (whole scan): 0.949, 1.000 (healthy), 0.971, 0.894, 1.000 (healthy), 0.836,
+0.974, 1.000 (healthy), 0.971, 0.808, 0.910, 1.000, 0.000 (healthy, one 4-voxel false
+component), 1.000, 0.645, 0.978. Nodules found 18 of 20 (missed: a 5-voxel and a 3-voxel one,
+peak probability 0.12 and 0.09); voxels: 6920 correct, 8 in missed nodules, 946 missed and 233
+extra on outlines, 9 in false candidates (2 components).
+
+**The 0.85 target is met per patient on the whole cohort: 0.871** (was 0.797 without
+``--augment``; the variant was chosen on validation, 0.879 there), and globally (0.920, was
+0.881). Only the hard-negative round plus augmentation makes it: round 1 alone is worse with
+augmentation than without (0.457 against 0.676 per patient; the augmented first model fires on
+more look-alikes, which round 2 then mines -- 1632 patches against 608). Round 2 without flips
+scored 0.933 on test, but validation preferred round 2 + flip, and that is the figure reported.
+
+What the diagnosis showed (``--save-maps``, ground truth against the inference lung mask):
+
+- The 512-voxel nodule missed before (synth-0048) is the cohort's faintest part-solid nodule
+  (ground glass, mean -559 HU, 7 % of its voxels above 0.5 after windowing, against 79-96 % for
+  the solid nodules over 1000 mm3; 7 of the 76 training nodules are part-solid). It lies wholly
+  inside the lung mask used for inference: not a mask cut-off. With the augmentation it is
+  found (Dice 0.915).
+- The half-outlined 38 mm nodule (synth-0079, 0.642 per nodule, 606 of its 1266 voxels found)
+  is a broad-based juxtapleural nodule: in its lower 7 slices (z 92-98, 538 voxels) it lies
+  against the chest wall at the wall's own intensity, and the probability there stays at or
+  below 0.5 (found 0 of 538 voxels); 5 of its 113 voxels within 3 mm of the wall are found. Only
+  the curve of the pleura separates them -- a case for more (3D) context, not fixed here. The
+  synthetic lung mask includes the nodule; whether a computed one (``segment_lungs``) keeps such
+  a nodule was not measured.
+- Still lost: the two smallest nodules (3 and 5 voxels, 33-36 mm3) and one 4-voxel false
+  component on a healthy scan, which scores that patient 0 (the per-patient convention).
+
+One split and one seed: the per-patient figure moves by 1/16 = 0.06 with one patient, so 0.871
+is a pass, not a margin.
+
+Command: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
+.venv/bin/python benchmarks/bench_synthetic_segmentation.py --n-patients 0 --tta --hard-round
+--augment --min-peaks 0 0.5 0.8 0.95 0.99 --save-maps /tmp/<you>/maps``.
+
+Previous result (without ``--augment``):
+
+(2026-11-28, seed 42, the whole cohort: 80 patients -> 52/12/16 train/val/test; 20 epochs,
 then 608 false-positive patches from 19 of the 52 training patients and 8 fine-tuning epochs;
 train 15.9 min + round 2 12.1 min with one TensorFlow thread on the shared machine under a load
 of 3-4, 53 min in all):
@@ -76,7 +141,7 @@ is nodules, not false positives: two patients score 0 on missed nodules (one of 
 nodule; whether the minimum peak or the threshold lost it was not measured) and one large nodule
 is half outlined. The global Dice (0.881) meets it.
 
-Command: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
+Command of that result: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
 .venv/bin/python benchmarks/bench_synthetic_segmentation.py --n-patients 0 --tta --hard-round
 --min-peaks 0 0.95 0.99``.
 
@@ -139,7 +204,7 @@ Command of the previous result: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREAD
 .venv/bin/python benchmarks/bench_synthetic_segmentation.py``.
 
 Run: ``.venv/bin/python benchmarks/bench_synthetic_segmentation.py [--n-patients 0] [--epochs 40]
-[--tta] [--hard-round] [--min-peaks 0 0.95 0.99]``
+[--tta] [--hard-round] [--augment] [--min-peaks 0 0.95 0.99] [--save-maps DIR]``
 """
 
 from __future__ import annotations
@@ -229,8 +294,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-hard", type=int, default=32,
                         help="false-positive patches mined per training patient")
     parser.add_argument("--hard-epochs", type=int, default=8)
+    parser.add_argument("--thresholds", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.8, 0.9],
+                        help="probability-threshold grid for the validation choice")
     parser.add_argument("--min-peaks", type=float, nargs="+", default=[0.0],
                         help="minimum-peak grid for the validation choice (0 = none)")
+    parser.add_argument("--augment", action="store_true",
+                        help="rotate and mirror the training patches in-plane with their masks, "
+                             "drawn afresh every epoch (segment.dihedral_patches)")
+    parser.add_argument("--save-maps", type=Path, default=None, metavar="DIR",
+                        help="save every variant's probability map of each validation and test "
+                             "patient (float16 npz) under DIR, for diagnosis without a rerun; "
+                             "put DIR outside the repository")
     parser.add_argument("--dice-bound", action="store_true",
                         help="only print the off-by-one-voxel Dice of small nodules and exit")
     args = parser.parse_args(argv)
@@ -244,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rng = setup_notebook(args.seed, tensorflow=True)
     import keras
+    from scipy import ndimage
 
     from lunglib.preprocess import window
     from lunglib.seg_metrics import (
@@ -258,6 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     from lunglib.segment import (
         candidate_mask,
         context_step_for,
+        dihedral_patches,
         false_positive_patches,
         predict_volume,
         sample_patches,
@@ -301,9 +377,19 @@ def main(argv: list[str] | None = None) -> int:
     model = build_unet((args.patch, args.patch, 2 * args.context + 1), depth=args.depth,
                        filters=args.filters, dropout=0.1, batch_norm=False,
                        learning_rate=args.learning_rate)
+
+    def fit(x, y, epochs):
+        if not args.augment:
+            model.fit(x, y, validation_data=(x_val, y_val), batch_size=32, epochs=epochs,
+                      verbose=0)
+            return
+        for _ in range(epochs):  # a fresh orientation of every patch each epoch
+            xa, ya = dihedral_patches(x, y, rng)
+            model.fit(xa, ya, validation_data=(x_val, y_val), batch_size=32, epochs=1,
+                      verbose=0)
+
     start = time.perf_counter()
-    model.fit(x_train, y_train, validation_data=(x_val, y_val), batch_size=32,
-              epochs=args.epochs, verbose=0)
+    fit(x_train, y_train, args.epochs)
     train_min = (time.perf_counter() - start) / 60
 
     seconds = {}
@@ -336,13 +422,23 @@ def main(argv: list[str] | None = None) -> int:
         y_hard = np.concatenate([y for _, y in mined])[..., None].astype(np.float32)
         print(f"round 2: {len(x_hard)} false-positive patches from "
               f"{sum(len(x) > 0 for x, _ in mined)}/{len(mined)} training patients")
-        model.fit(np.concatenate([x_train, x_hard]), np.concatenate([y_train, y_hard]),
-                  validation_data=(x_val, y_val), batch_size=32, epochs=args.hard_epochs,
-                  verbose=0)
+        fit(np.concatenate([x_train, x_hard]), np.concatenate([y_train, y_hard]),
+            args.hard_epochs)
         hard_min = (time.perf_counter() - start) / 60
         variants["round 2"] = infer(evaluated)
         if args.tta:
             variants["round 2 + flip"] = infer(evaluated, flip=True)
+
+    if args.save_maps is not None:
+        from lunglib.atomic import atomic_path
+
+        for name, probs in variants.items():
+            for pid, prob in probs.items():
+                target = args.save_maps / name.replace(" + ", "_").replace(" ", "") / f"{pid}.npz"
+                with atomic_path(target, keep_suffix=True) as tmp:
+                    np.savez_compressed(tmp, prob=prob.astype(np.float16),
+                                        part="val" if pid in parts["val"] else "test")
+        print(f"probability maps saved under {args.save_maps}")
 
     test = parts["test"]
     summary, choices = [], {}
@@ -350,7 +446,7 @@ def main(argv: list[str] | None = None) -> int:
         grid = choose_postprocessing(
             [probs[p] for p in parts["val"]], [cases[p]["nodules"] for p in parts["val"]],
             [cases[p]["spacing"] for p in parts["val"]],
-            thresholds=(0.3, 0.5, 0.7, 0.8, 0.9), min_volumes_mm3=(0, 20, 50, 100, 200, 400),
+            thresholds=args.thresholds, min_volumes_mm3=(0, 20, 50, 100, 200, 400),
             min_peaks=args.min_peaks)
         best = grid.iloc[0]
         choices[name] = (float(best.threshold), float(best.min_volume_mm3), float(best.min_peak))
@@ -383,6 +479,18 @@ def main(argv: list[str] | None = None) -> int:
                          for p in test], ignore_index=True)
     nodules["volume_mm3"] = [row.true_voxels * float(np.prod(cases[row.case_id]["spacing"]))
                              for row in nodules.itertuples()]
+    # Why a nodule is missed or cut: the highest probability it reached, against the threshold
+    # and the minimum peak (score_nodules takes the nodule labels as given).
+    peaks = {}
+    for p in test:
+        lab = np.asarray(cases[p]["nodules"]).astype(np.int32)
+        n = int(lab.max())
+        if n:
+            peaks.update({(p, k): v for k, v in zip(
+                range(1, n + 1), ndimage.maximum(probs[p], lab, np.arange(1, n + 1)),
+                strict=True)})
+    nodules["peak_prob"] = [peaks.get((row.case_id, row.nodule), np.nan)
+                            for row in nodules.itertuples()]
     big = nodules.volume_mm3 >= 1000.0  # about 12 mm and up (the cohort's malignant range)
     truths, masks = [cases[p]["nodules"] > 0 for p in test], [preds[p] for p in test]
     rows = [
