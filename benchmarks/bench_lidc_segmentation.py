@@ -10,12 +10,15 @@ Protocol
   (sklearn ``GroupShuffleSplit``); all patches of a patient stay on one side.
 - Input: HU windowed to [-1000, 400] and scaled to [0, 1]; 71x71 padded to 72x72 (edge
   replication, one row and column) so that three 2x poolings divide it; predictions are cropped
-  back to 71x71 before scoring.
+  back to 71x71 before scoring. Default ``--channels 2`` adds a second channel, the soft-tissue
+  window [-160, 240] HU, computed after augmentation (``--channels 1``: lung window only).
 - Training: ``lunglib.unet.build_unet`` 2D on 48x48 centre crops (98 % of the outlines fit
   whole; 2x cheaper than 72x72), Dice + BCE, ``lunglib.augment`` rotation (any angle), flips,
-  zoom 0.9-1.1 and shifts up to 6 pixels of image and mask together before the crop, early
-  stopping on validation loss (best weights restored). Being fully convolutional, the trained
-  weights are then run on the whole 72x72 patch.
+  zoom 0.9-1.1 and shifts up to 6 pixels of image and mask together before the crop. Default
+  ``--schedule cosine``: learning rate 1e-3 decayed to 0 over all epochs
+  (``keras.optimizers.schedules.CosineDecay``), no early stop, the weights of the best
+  validation loss restored; ``--schedule plateau``: halve on a 3-epoch plateau, early stopping
+  after 5. Being fully convolutional, the trained weights are then run on the whole 72x72 patch.
 - The binarisation threshold and whether to keep only the central connected component are
   chosen on the validation patients; the test patients are scored once.
 - Baseline: threshold at -400 HU, fill holes, keep the connected component under (or nearest
@@ -24,6 +27,8 @@ Protocol
 Scores: mean Dice and IoU over test patches and over test patients (patches of a patient
 averaged first), plus the 95th-percentile Hausdorff distance in mm (in-plane pixel spacing).
 
+Recipe A: earlier default (``--channels 1 --schedule plateau``)
+---------------------------------------------------------------
 Result (seed 42, depth 3, 16 filters, 40 epochs, TTA; 1223/242/297 patches of 393/85/85
 patients). Validation chose threshold 0.75 (from 0.20-0.85 in steps of 0.05) with the central
 component (val Dice 0.840):
@@ -67,7 +72,42 @@ patch (mean 0.818) and 0.836, 0.840 and 0.791 per patient (mean 0.822): above th
 baseline as well (0.35 against 0.39-0.41). The spread between splits (about 0.05) is larger than
 the margin over 0.83, so the aim is NOT robustly met.
 
-Run: ``.venv/bin/python benchmarks/bench_lidc_segmentation.py [--epochs 60] [--filters 32]``.
+Recipe B: current default (``--channels 2 --schedule cosine``), 2026-11-28
+-------------------------------------------------------------------------
+Chosen before any run as one candidate (the budget allowed one recipe over three seeds): two
+input windows and a cosine schedule, both free in time (a training step costs the same; 24 and
+32 filters cost 1.7x and 2.6x per step, 72x72 training 1.9x, so they did not fit three seeds).
+Seed 11 was run first as the screen, and seeds 42 and 7 only because its validation Dice beat
+recipe A's (0.817 against 0.793). Commands, one after the other beside one other job:
+``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10 .venv/bin/python
+benchmarks/bench_lidc_segmentation.py --epochs 40 --seed {11,42,7} --channels 2 --schedule
+cosine``; training 20.5, 17.6 and 19.6 min (40 epochs each, 22-36 s per epoch). Validation
+chose the central component and threshold 0.8 (seed 11) and 0.75 (seeds 42, 7).
+
+Both recipes, all runs (val = validation Dice of the validation-chosen binarisation; test = mean
+Dice over test patches / over test patients; the baseline does not change with the recipe):
+
+    recipe  seed  val    test per patch  test per patient
+    A       42    0.840  0.833           0.836
+    A        7    0.816  0.836           0.840
+    A       11    0.793  0.784           0.791
+    A       mean  0.816  0.818           0.822
+    B       42    0.825  0.812           0.824
+    B        7    0.811  0.836           0.839
+    B       11    0.817  0.822           0.823
+    B       mean  0.818  0.823           0.829
+
+Recipe B has the higher mean validation Dice (0.818 against 0.816), so it is the default; the
+margin (about 0.001) is well inside the run-to-run noise, and the two changes were not tried
+apart, so neither is shown to help on its own. On test, B is steadier across splits (0.812-0.836
+per patch against 0.784-0.836) and its means rise to 0.823 per patch and 0.829 per patient, but
+both stay BELOW 0.83: the aim of beating the published ~0.83 on average over three patient
+splits is still NOT met (seed 7 is above it, seeds 42 and 11 below). Recipe B IoU per patch /
+per patient and HD95: seed 42 0.706 / 0.720, 2.46 / 2.29 mm; seed 7 0.735 / 0.739, 1.99 / 2.09
+mm; seed 11 0.718 / 0.720, 2.19 / 2.27 mm.
+
+Run: ``.venv/bin/python benchmarks/bench_lidc_segmentation.py [--seed 7] [--channels 1
+--schedule plateau]`` (``--channels 1 --schedule plateau`` is recipe A).
 Data: LIDC-IDRI, CC BY 3.0 (Armato et al. 2011, 2015; TCIA, Clark et al. 2013).
 """
 
@@ -207,9 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--patience", type=int, default=5)
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--channels", type=int, choices=(1, 2), default=1,
+    parser.add_argument("--channels", type=int, choices=(1, 2), default=2,
                         help="1: lung window; 2: lung + soft-tissue window")
-    parser.add_argument("--schedule", choices=("plateau", "cosine"), default="plateau",
+    parser.add_argument("--schedule", choices=("plateau", "cosine"), default="cosine",
                         help="plateau: halve the learning rate on a val-loss plateau and stop "
                         "early; cosine: cosine decay to 0 over all epochs, no early stop (the "
                         "best val-loss weights are restored either way)")
