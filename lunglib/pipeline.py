@@ -71,6 +71,21 @@ def declared_parameters(notebook: Path) -> set[str]:
     return names
 
 
+def _kernel_config():
+    """Kernel manager settings: on POSIX the kernel talks over local sockets, not TCP.
+
+    Over TCP ipykernel warns on every start that the traffic is unencrypted; the course's
+    kernels are always local, so IPC (Unix-domain sockets, cleaned up at shutdown) is both
+    quieter and not reachable from the network. Windows keeps the default TCP transport.
+    """
+    from traitlets.config import Config
+
+    config = Config()
+    if os.name == "posix":
+        config.KernelManager.transport = "ipc"
+    return config
+
+
 def run_course(
     output_dir: str | os.PathLike,
     parameters: Mapping[str, object] | None = None,
@@ -138,6 +153,7 @@ def run_course(
                 cwd=str(path.parent),
                 progress_bar=False,
                 log_output=False,
+                config=_kernel_config(),
             )
         except PapermillExecutionError as exc:
             first_line = next((line for line in exc.source.splitlines() if line.strip()), "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import nbformat
@@ -59,6 +60,21 @@ def test_run_passes_parameters_and_writes_report(tmp_path: Path) -> None:
     assert "01_first" in index and "0.596" in index
     assert (out / "report" / "02_second.html").is_file()
     assert headline(result.metrics) == "classification.roc_auc 0.596"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(os.name != "posix", reason="IPC transport is used on POSIX only")
+def test_kernels_talk_over_local_sockets_without_the_tcp_warning(tmp_path: Path, capfd) -> None:
+    probe = _notebook(
+        tmp_path / "01_probe.ipynb",
+        ["from ipykernel.kernelapp import IPKernelApp\n"
+         "import pathlib\n"
+         "pathlib.Path(output_dir, 'transport.txt').write_text(IPKernelApp.instance().transport)"],
+        "output_dir = ''",
+    )
+    run_course(tmp_path / "run", {}, notebooks=[probe], report=False, log=lambda _: None)
+    assert (tmp_path / "run" / "transport.txt").read_text() == "ipc"
+    assert "without encryption" not in capfd.readouterr().err
 
 
 def test_headline_keeps_each_sections_own_metrics_only() -> None:
