@@ -204,6 +204,78 @@ def flip_augment(x, y):
     return x, y
 
 
+class EpochAugmented(keras.utils.PyDataset):
+    """Training batches from ``(x, y)`` arrays, shuffled and augmented afresh every epoch.
+
+    For augmentations written in NumPy over whole arrays, such as
+    :func:`lunglib.segment.dihedral_patches`, which turns image patches and their masks
+    together. Give it to ``model.fit`` in place of the training arrays; validation data stays
+    as it is.
+
+    Parameters
+    ----------
+    x, y : ndarray
+        Training inputs and targets, one row of ``y`` per row of ``x`` (for segmentation, a
+        mask per patch).
+    augment : callable
+        ``augment(x, y, rng) -> (x, y)``: new arrays of the same shapes, row ``i`` of both
+        under the same transform; ``rng`` is a ``numpy.random.Generator``.
+    batch_size : int
+        Examples per batch; the last batch of an epoch may be smaller.
+    seed : int, optional
+        Seeds the shuffle and the augmentation, so a seeded run draws the same epochs.
+
+    Examples
+    --------
+    >>> from lunglib.segment import dihedral_patches
+    >>> batches = EpochAugmented(x_train, y_train, dihedral_patches, seed=42)  # doctest: +SKIP
+    >>> history = model.fit(batches, validation_data=(x_val, y_val), epochs=20)  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        augment: Callable[..., tuple[np.ndarray, np.ndarray]],
+        batch_size: int = 32,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        x, y = np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32)
+        if x.shape[0] != y.shape[0]:
+            raise ValueError(f"{x.shape[0]} inputs but {y.shape[0]} targets; give one per input")
+        if x.shape[0] == 0:
+            raise ValueError("no training examples: x and y are empty")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._x, self._y, self._augment = x, y, augment
+        self._batch_size = batch_size
+        self._rng = np.random.default_rng(seed)
+        self._epoch: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return -(-self._x.shape[0] // self._batch_size)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"batch {index} of {len(self)}")
+        if self._epoch is None:  # Keras may read a batch before the first epoch begins
+            self.on_epoch_begin()
+        part = slice(index * self._batch_size, (index + 1) * self._batch_size)
+        return self._epoch[0][part], self._epoch[1][part]
+
+    def on_epoch_begin(self) -> None:
+        """Draw this epoch's order and augmentation."""
+        order = self._rng.permutation(self._x.shape[0])
+        x, y = self._augment(self._x[order], self._y[order], self._rng)
+        if x.shape != self._x.shape or y.shape != self._y.shape:
+            raise ValueError(
+                f"augment changed the shapes: {self._x.shape}, {self._y.shape} became "
+                f"{x.shape}, {y.shape}; it must return arrays of the shapes it was given"
+            )
+        self._epoch = (np.asarray(x, dtype=np.float32), np.asarray(y, dtype=np.float32))
+
+
 def _labels_of(dataset: tf.data.Dataset) -> np.ndarray:
     return np.concatenate([np.asarray(y).ravel() for _, y in dataset.as_numpy_iterator()])
 

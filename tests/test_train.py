@@ -9,7 +9,15 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from lunglib.cnn import build_cnn  # noqa: E402
-from lunglib.train import class_weights, predict_proba, set_seed, to_dataset, train_model  # noqa: E402, I001
+from lunglib.segment import dihedral_patches  # noqa: E402
+from lunglib.train import (  # noqa: E402
+    EpochAugmented,
+    class_weights,
+    predict_proba,
+    set_seed,
+    to_dataset,
+    train_model,
+)
 
 
 class RecordWeights(keras.callbacks.Callback):
@@ -76,6 +84,82 @@ def test_augment_is_for_training_arrays_only():
 def test_mismatched_arrays_raise():
     with pytest.raises(ValueError, match="one label per input"):
         to_dataset((np.zeros((4, 8, 8, 1)), np.zeros(3)))
+
+
+def _patches_with_masks(n=20, size=8, seed=0):
+    """Random 2-channel patches; each mask marks where channel 0 is bright."""
+    x = np.random.default_rng(seed).random((n, size, size, 2)).astype(np.float32)
+    return x, (x[..., :1] > 0.7).astype(np.float32)
+
+
+def _epoch(batches):
+    parts = [batches[i] for i in range(len(batches))]
+    return np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts])
+
+
+def test_epoch_augmented_serves_every_example_once_per_epoch_in_a_fresh_order():
+    x, y = _patches_with_masks(n=20)
+    batches = EpochAugmented(x, y, lambda a, b, rng: (a, b), batch_size=6, seed=1)
+    assert len(batches) == 4 and len(batches[3][0]) == 2  # 6 + 6 + 6 + 2
+    orders = []
+    for _ in range(2):
+        batches.on_epoch_begin()
+        xe, ye = _epoch(batches)
+        order = [int(np.flatnonzero((x == row).all(axis=(1, 2, 3)))[0]) for row in xe]
+        assert sorted(order) == list(range(20))
+        np.testing.assert_array_equal(ye, y[order])  # each target stays with its input
+        orders.append(order)
+    assert orders[0] != orders[1]
+    with pytest.raises(IndexError):
+        batches[4]
+
+
+def test_epoch_augmented_turns_masks_with_their_patches_afresh_each_epoch():
+    x, y = _patches_with_masks(n=40)
+    batches = EpochAugmented(x, y, dihedral_patches, batch_size=16, seed=2)
+    epochs = []
+    for _ in range(2):
+        batches.on_epoch_begin()
+        xe, ye = _epoch(batches)
+        np.testing.assert_array_equal(ye, (xe[..., :1] > 0.7).astype(np.float32))
+        epochs.append(xe)
+    assert not np.array_equal(epochs[0], epochs[1])
+    # every served patch is one of the 8 rotations/mirrorings of a training patch
+    views = {np.rot90(v, k, axes=(0, 1)).tobytes() for v in (*x, *x[:, :, ::-1])
+             for k in range(4)}
+    assert all(row.tobytes() in views for row in epochs[0])
+    again = EpochAugmented(x, y, dihedral_patches, batch_size=16, seed=2)
+    again.on_epoch_begin()
+    np.testing.assert_array_equal(_epoch(again)[0], epochs[0])  # seeded: the same draw
+
+
+def test_epoch_augmented_is_redrawn_by_fit_each_epoch():
+    x, y = _patches_with_masks(n=16)
+    draws = []
+
+    def counting(a, b, rng):
+        draws.append(1)
+        return dihedral_patches(a, b, rng)
+
+    inputs = keras.Input((8, 8, 2))
+    model = keras.Model(inputs, keras.layers.Conv2D(1, 3, padding="same",
+                                                    activation="sigmoid")(inputs))
+    model.compile(optimizer="adam", loss="binary_crossentropy")
+    history = model.fit(EpochAugmented(x, y, counting, batch_size=8, seed=0), epochs=3,
+                        verbose=0)
+    assert len(history.history["loss"]) == 3
+    assert 3 <= len(draws) <= 4  # one per epoch (plus one if Keras reads a batch first)
+
+
+def test_epoch_augmented_checks_its_inputs():
+    x, y = _patches_with_masks(n=4)
+    with pytest.raises(ValueError, match="4 inputs but 3 targets"):
+        EpochAugmented(x, y[:3], dihedral_patches)
+    with pytest.raises(ValueError, match="batch_size"):
+        EpochAugmented(x, y, dihedral_patches, batch_size=0)
+    shrinking = EpochAugmented(x, y, lambda a, b, rng: (a[:2], b[:2]))
+    with pytest.raises(ValueError, match="augment changed the shapes"):
+        shrinking.on_epoch_begin()
 
 
 def _blob_volumes(n, seed):
