@@ -116,6 +116,18 @@ both splits**: without augmentation 0.914 (40) and 0.797 (80); with it 0.609 (40
 (80). The global Dice meets 0.85 everywhere (0.881-0.940). Six validation patients cannot tell
 apart variants this close; the whole cohort's 12 are the better basis.
 
+On notebook 06's own split (2026-11-29, session 9, ``--n-patients 24 --tta --hard-round
+--thresholds 0.3 0.5 0.7 0.9 --min-peaks 0 0.95 0.99``, with and without ``--augment``; 15/4/5
+patients, two TensorFlow threads on the idle machine, 3-4 min a run): the four validation
+patients score every variant of both runs within 0.72-0.73, so they cannot tell the recipes
+apart. With ``--augment`` validation chose round 2 + flip (test 0.563 per patient, 0.778
+global; all 6 test nodules found but under-outlined at threshold 0.9; round 1 alone 0.469 /
+0.808); without it, round 1 (0.342 / 0.786; the 4 small test nodules missed with peak
+probability 0.00). Notebook 06 itself with the augmentation (``augment = True``, one run) scored
+whole-scan validation Dice 0.472 against 0.721 without, and test 0.346 / 0.735 against 0.358 /
+0.808, so the notebook keeps it off by default: augmentation helps on the whole cohort, but on a
+split this small its effect is within the run-to-run noise and validation does not choose it.
+
 Command: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
 .venv/bin/python benchmarks/bench_synthetic_segmentation.py --n-patients 0 --tta --hard-round
 --augment --min-peaks 0 0.5 0.8 0.95 0.99 --save-maps /tmp/<you>/maps``.
