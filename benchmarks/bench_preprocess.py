@@ -111,6 +111,14 @@ pixel bytes at their file offset straight into the volume (0.150 s against 0.152
 whole), disabling Python's garbage collector (no change), SimpleITK's ``ImageSeriesReader``
 (2.1x the floor, ``bench_load.py``). Meeting 1.5x reliably would take a DICOM parser faster than
 pydicom, or a block-average fused into the decoding, for less than the run-to-run noise here.
+
+A run on the idle machine (2026-11-29, load average below 0.6, ``--runs 15 --skip-kaggle``, 17 s
+in all) reads faster throughout but not closer to the target: CPU seconds decode 0.11 / 0.04 /
+0.04, load 0.16 / 0.04 / 0.04, prepare 0.07 / 0.03 / 0.04 (LIDC-IDRI-0001 / B70f / B40f);
+load+prepare **2.18 / 2.03 / 2.00x** decode (wall 2.03 / 1.84 / 1.81x). On LIDC-IDRI-0001
+``load_scan`` is 1.49x the floor (0.161 against 0.108 s), the block-average 0.41x (0.045 s), and
+``prepare`` as a whole 0.87x in its own timing (0.094 s). The floor drops most when the machine
+is idle (0.108 s against 0.14-0.22 s when shared), so the ratio rises. Peak memory 450 MiB.
 """
 
 from __future__ import annotations
