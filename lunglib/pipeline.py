@@ -7,11 +7,12 @@ with its name and the failing cell in the message.
 
 from __future__ import annotations
 
+import contextlib
 import html
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,28 @@ def _kernel_config():
     return config
 
 
+@contextlib.contextmanager
+def _static_viewers() -> Iterator[None]:
+    """Kernels started inside this block show ``SliceViewer`` as its static montage.
+
+    A batch run has no one to move a slider, and nbclient (papermill's executor) can wait
+    forever on a cell that opens ipywidgets' Output widget (jupyter/nbclient#312); a course run
+    once stalled that way on 01's viewer cell. Kernels inherit the environment, so the switch is
+    set here and put back afterwards.
+    """
+    from lunglib.viz import STATIC_VIEWER_ENV
+
+    previous = os.environ.get(STATIC_VIEWER_ENV)
+    os.environ[STATIC_VIEWER_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(STATIC_VIEWER_ENV, None)
+        else:
+            os.environ[STATIC_VIEWER_ENV] = previous
+
+
 def run_course(
     output_dir: str | os.PathLike,
     parameters: Mapping[str, object] | None = None,
@@ -145,16 +168,17 @@ def run_course(
         log(f"running {path.name} ...")
         started = time.perf_counter()
         try:
-            pm.execute_notebook(
-                str(path),
-                str(target),
-                parameters=given,
-                kernel_name=kernel_name,
-                cwd=str(path.parent),
-                progress_bar=False,
-                log_output=False,
-                config=_kernel_config(),
-            )
+            with _static_viewers():
+                pm.execute_notebook(
+                    str(path),
+                    str(target),
+                    parameters=given,
+                    kernel_name=kernel_name,
+                    cwd=str(path.parent),
+                    progress_bar=False,
+                    log_output=False,
+                    config=_kernel_config(),
+                )
         except PapermillExecutionError as exc:
             first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
             raise PipelineError(

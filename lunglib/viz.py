@@ -24,6 +24,7 @@ WINDOWS: dict[str, tuple[float, float]] = {
     "bone": (1800.0, 400.0),
 }
 AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
+STATIC_VIEWER_ENV = "LUNGLIB_STATIC_VIEWER"  # set to 1: SliceViewer.show draws the static montage
 OVERLAY_COLOURS = ("tab:red", "tab:cyan", "tab:orange", "tab:green", "tab:purple")
 
 
@@ -178,7 +179,7 @@ def has_widget_frontend() -> bool:
     (papermill, nbconvert), so :meth:`SliceViewer.show` sends both the widget and a PNG montage
     in one display bundle; each front end shows the richest one it can.
     """
-    if os.environ.get("LUNGLIB_STATIC_VIEWER", "") not in ("", "0"):
+    if os.environ.get(STATIC_VIEWER_ENV, "") not in ("", "0"):
         return False
     shell = sys.modules.get("IPython") and sys.modules["IPython"].get_ipython()
     if shell is None or not hasattr(shell, "kernel"):

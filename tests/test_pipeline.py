@@ -64,17 +64,34 @@ def test_run_passes_parameters_and_writes_report(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="IPC transport is used on POSIX only")
-def test_kernels_talk_over_local_sockets_without_the_tcp_warning(tmp_path: Path, capfd) -> None:
+def test_kernels_talk_over_local_sockets_and_show_static_viewers(
+    tmp_path: Path, capfd, monkeypatch
+) -> None:
     probe = _notebook(
         tmp_path / "01_probe.ipynb",
         ["from ipykernel.kernelapp import IPKernelApp\n"
          "import pathlib\n"
-         "pathlib.Path(output_dir, 'transport.txt').write_text(IPKernelApp.instance().transport)"],
+         "from lunglib.viz import has_widget_frontend\n"
+         "pathlib.Path(output_dir, 'transport.txt').write_text(IPKernelApp.instance().transport)\n"
+         "pathlib.Path(output_dir, 'widgets.txt').write_text(str(has_widget_frontend()))"],
         "output_dir = ''",
     )
+    monkeypatch.delenv("LUNGLIB_STATIC_VIEWER", raising=False)
     run_course(tmp_path / "run", {}, notebooks=[probe], report=False, log=lambda _: None)
     assert (tmp_path / "run" / "transport.txt").read_text() == "ipc"
     assert "without encryption" not in capfd.readouterr().err
+    # a batch kernel draws the static montage (no widget: nbclient can stall on one) ...
+    assert (tmp_path / "run" / "widgets.txt").read_text() == "False"
+    assert "LUNGLIB_STATIC_VIEWER" not in os.environ  # ... and the switch is put back
+
+
+def test_static_viewer_switch_is_restored_to_the_callers_value(monkeypatch) -> None:
+    from lunglib.pipeline import _static_viewers
+
+    monkeypatch.setenv("LUNGLIB_STATIC_VIEWER", "0")
+    with _static_viewers():
+        assert os.environ["LUNGLIB_STATIC_VIEWER"] == "1"
+    assert os.environ["LUNGLIB_STATIC_VIEWER"] == "0"
 
 
 def test_headline_keeps_each_sections_own_metrics_only() -> None:
