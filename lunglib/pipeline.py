@@ -91,10 +91,10 @@ def _kernel_config():
 def _static_viewers() -> Iterator[None]:
     """Kernels started inside this block show ``SliceViewer`` as its static montage.
 
-    A batch run has no one to move a slider, and nbclient (papermill's executor) can wait
-    forever on a cell that opens ipywidgets' Output widget (jupyter/nbclient#312); a course run
-    once stalled that way on 01's viewer cell. Kernels inherit the environment, so the switch is
-    set here and put back afterwards.
+    A batch run has no one to move a slider, and nbclient (papermill's executor) is known to
+    hang now and then on cells that display ipywidgets (jupyter/nbclient#312); a course run once
+    stalled on 01's viewer cell with the kernel idle. Kernels inherit the environment, so the
+    switch is set here and put back afterwards.
     """
     from lunglib.viz import STATIC_VIEWER_ENV
 
