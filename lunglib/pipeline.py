@@ -11,13 +11,18 @@ import contextlib
 import html
 import json
 import os
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lunglib.atomic import write_text_atomic
 from lunglib.settings import project_root
+
+if TYPE_CHECKING:
+    from traitlets.config import Config
 
 
 class PipelineError(RuntimeError):
@@ -72,19 +77,31 @@ def declared_parameters(notebook: Path) -> set[str]:
     return names
 
 
-def _kernel_config():
+@contextlib.contextmanager
+def _kernel_config() -> Iterator[Config]:
     """Kernel manager settings: on POSIX the kernel talks over local sockets, not TCP.
 
     Over TCP ipykernel warns on every start that the traffic is unencrypted; the course's
-    kernels are always local, so IPC (Unix-domain sockets, cleaned up at shutdown) is both
-    quieter and not reachable from the network. Windows keeps the default TCP transport.
+    kernels are always local, so IPC (Unix-domain sockets) is both quieter and not reachable
+    from the network. Windows keeps the default TCP transport.
+
+    The sockets go in a private temporary folder, removed afterwards. jupyter_client would
+    otherwise name them ``kernel-ipc-1`` ... ``-5`` in the notebooks folder, choosing the first
+    names no file has yet, so two runs started together from one checkout (two datasets in
+    parallel, or ``make demo`` beside ``make test``) can pick the same names before either
+    kernel has bound them; one run then fails with "Invalid Signature" and "Kernel didn't
+    respond in 60 seconds" (3 of 9 such pairs here).
     """
     from traitlets.config import Config
 
     config = Config()
-    if os.name == "posix":
+    if os.name != "posix":
+        yield config
+        return
+    with tempfile.TemporaryDirectory(prefix="lunglib-kernel-") as sockets:
         config.KernelManager.transport = "ipc"
-    return config
+        config.KernelManager.ip = os.path.join(sockets, "ipc")
+        yield config
 
 
 @contextlib.contextmanager
@@ -168,7 +185,7 @@ def run_course(
         log(f"running {path.name} ...")
         started = time.perf_counter()
         try:
-            with _static_viewers():
+            with _static_viewers(), _kernel_config() as config:
                 pm.execute_notebook(
                     str(path),
                     str(target),
@@ -177,7 +194,7 @@ def run_course(
                     cwd=str(path.parent),
                     progress_bar=False,
                     log_output=False,
-                    config=_kernel_config(),
+                    config=config,
                 )
         except PapermillExecutionError as exc:
             first_line = next((line for line in exc.source.splitlines() if line.strip()), "")

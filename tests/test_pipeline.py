@@ -64,7 +64,7 @@ def test_run_passes_parameters_and_writes_report(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.skipif(os.name != "posix", reason="IPC transport is used on POSIX only")
-def test_kernels_talk_over_local_sockets_and_show_static_viewers(
+def test_kernels_talk_over_private_local_sockets_and_show_static_viewers(
     tmp_path: Path, capfd, monkeypatch
 ) -> None:
     probe = _notebook(
@@ -73,12 +73,21 @@ def test_kernels_talk_over_local_sockets_and_show_static_viewers(
          "import pathlib\n"
          "from lunglib.viz import has_widget_frontend\n"
          "pathlib.Path(output_dir, 'transport.txt').write_text(IPKernelApp.instance().transport)\n"
-         "pathlib.Path(output_dir, 'widgets.txt').write_text(str(has_widget_frontend()))"],
+         "pathlib.Path(output_dir, 'widgets.txt').write_text(str(has_widget_frontend()))\n"
+         "pathlib.Path(output_dir, 'sockets.txt').write_text(IPKernelApp.instance().ip)"],
         "output_dir = ''",
     )
     monkeypatch.delenv("LUNGLIB_STATIC_VIEWER", raising=False)
     run_course(tmp_path / "run", {}, notebooks=[probe], report=False, log=lambda _: None)
     assert (tmp_path / "run" / "transport.txt").read_text() == "ipc"
+    # Sockets live in a private folder, not under names in the notebooks folder that a second
+    # run started at the same time could pick too; the folder is gone afterwards.
+    sockets = Path((tmp_path / "run" / "sockets.txt").read_text())
+    assert sockets.is_absolute() and tmp_path not in sockets.parents
+    assert not sockets.parent.exists()
+    assert not list(tmp_path.glob("kernel-ipc*"))
+    run_course(tmp_path / "again", {}, notebooks=[probe], report=False, log=lambda _: None)
+    assert Path((tmp_path / "again" / "sockets.txt").read_text()).parent != sockets.parent
     assert "without encryption" not in capfd.readouterr().err
     # a batch kernel draws the static montage (no widget: nbclient can stall on one) ...
     assert (tmp_path / "run" / "widgets.txt").read_text() == "False"
