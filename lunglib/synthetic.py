@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from filelock import FileLock
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
@@ -1069,7 +1070,25 @@ def write_cohort(
         matrix = FULL_RESOLUTION_MATRIX
     _validate(n_patients, seed, matrix, difficulty, cancer_fraction)
     out_dir = Path(out_dir).expanduser()
+    with _writer_lock(out_dir):
+        return _write_cohort(out_dir, n_patients, seed, matrix, difficulty, cancer_fraction,
+                             workers, progress)
+
+
+def _writer_lock(out_dir: Path) -> FileLock:
+    """One writer per cohort folder at a time, across processes.
+
+    Two runs started together on a fresh checkout both find no cohort; without the lock the
+    second removes the first one's half-written ``.partial-*`` patients (its stale-leftover
+    cleanup) and the first fails. With it the second waits, then finds the cohort written.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
+    return FileLock(out_dir / ".lock")
+
+
+def _write_cohort(out_dir: Path, n_patients: int, seed: int, matrix: int, difficulty: float,
+                  cancer_fraction: float, workers: int | None, progress: bool) -> Path:
+    """:func:`write_cohort` once its arguments are checked and its folder is locked."""
     if (out_dir / "cohort.json").exists():
         (out_dir / "cohort.json").unlink()  # the cohort is incomplete until rewritten below
     for stale in out_dir.glob(".partial-*"):
@@ -1178,9 +1197,11 @@ def ensure_cohort(
     wanted = _cohort_parameters(n_patients, seed, wanted_matrix, difficulty, cancer_fraction)
     if read_cohort_parameters(out) == wanted:
         return out
-    return write_cohort(out, n_patients=n_patients, seed=seed, matrix=wanted_matrix,
-                        difficulty=difficulty, cancer_fraction=cancer_fraction,
-                        workers=workers, progress=progress)
+    with _writer_lock(out):
+        if read_cohort_parameters(out) == wanted:  # another process wrote it while we waited
+            return out
+        return _write_cohort(out, n_patients, seed, wanted_matrix, difficulty, cancer_fraction,
+                             workers, progress)
 
 
 def load_ground_truth(cohort_dir: str | os.PathLike, patient_id: str) -> dict[str, object]:

@@ -273,6 +273,33 @@ def test_resume_keeps_finished_patients(tmp_path: Path) -> None:
     assert _tree_bytes(out) == before
 
 
+def test_a_second_process_waits_for_the_cohort_being_written(tmp_path: Path) -> None:
+    """Two runs started together on a fresh checkout: the second must not touch the first's
+    half-written patients (it once removed them and the first failed), only wait and reuse."""
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "c"
+    child = (
+        "import sys\nfrom lunglib import synthetic\nprint('ready', flush=True)\n"
+        f"synthetic.ensure_cohort({str(out)!r}, n_patients=2, seed=4, matrix=48, workers=1, "
+        "progress=False)\nprint('done', flush=True)\n"
+    )
+    with synthetic._writer_lock(out):  # this process is the writer that got there first
+        second = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
+                                  text=True)
+        assert second.stdout.readline().strip() == "ready"
+        time.sleep(3.0)  # the tiny cohort takes about a second to write
+        assert second.poll() is None, "the second process did not wait for the first"
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]  # it wrote nothing
+        synthetic._write_cohort(out, 2, 4, 48, 0.5, 0.5, 1, False)
+    written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
+    assert second.wait(timeout=120) == 0
+    assert second.stdout.read().strip() == "done"
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
+
+
 def test_ensure_cohort_generates_only_when_needed(tmp_path: Path,
                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("LUNGLIB_HOME", str(tmp_path / "home"))
