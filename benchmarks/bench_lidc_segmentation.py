@@ -163,8 +163,36 @@ but picking this width for that would be choosing on test, and the margin is wel
 0.724 / 0.731, 2.24 / 2.17 mm; seed 7 0.752 / 0.754, 1.65 / 1.76 mm; seed 11 0.720 / 0.722,
 2.50 / 2.55 mm.
 
+Recipe B trained 100 epochs (the current default), 2026-11-29
+-------------------------------------------------------------
+Why: at 40 epochs (39 steps each, 1560 in all) training and validation Dice stayed level (0.868
+against 0.855 in the last epoch of the 32-filter seed-7 run), and the best validation loss came
+in the last epochs: the network was short of steps, not overfitting. Commands, the three at
+the same time on the two cores: ``TF_NUM_INTRAOP_THREADS=1 TF_NUM_INTEROP_THREADS=1 nice -n 10
+.venv/bin/python benchmarks/bench_lidc_segmentation.py --epochs 100 --seed {42,7,11}``;
+training 35.2, 37.6 and 38.6 min (14-42 s per epoch). Validation chose the central component and
+thresholds 0.75 (seed 42), 0.8 (seed 7) and 0.7 (seed 11).
+
+    epochs  seed  val    test per patch  test per patient
+    100     42    0.834  0.821           0.829
+    100      7    0.829  0.852           0.852
+    100     11    0.818  0.819           0.820
+    100     mean  0.827  0.831           0.834
+    40      mean  0.818  0.823           0.829   (recipe B above; its rerun as member 0: val 0.820)
+
+Mean validation Dice rises from 0.818 (0.820 in the rerun) to 0.827, above the first 40-epoch
+run on every seed (seed 11 only by 0.001, and below its rerun's 0.824), so 100 epochs is now
+the default. The commands above that give no ``--epochs`` ran the default of 40 of their day;
+add ``--epochs 40`` to repeat them.
+The test means, 0.831 per patch and 0.834 per patient, are just above the published ~0.83, with
+the recipe chosen on validation this time; but the margin (0.001-0.004) is far inside the 0.017
+rerun noise, and seeds 42 and 11 stay below 0.83, so the aim of beating 0.83 is reached on
+average, not robustly. IoU per patch / per patient and HD95: seed 42 0.721 / 0.729, 2.16 / 2.09
+mm; seed 7 0.752 / 0.753, 1.58 / 1.77 mm; seed 11 0.720 / 0.722, 2.49 / 2.66 mm.
+
 Run: ``.venv/bin/python benchmarks/bench_lidc_segmentation.py [--seed 7] [--channels 1
---schedule plateau] [--members 2]`` (``--channels 1 --schedule plateau`` is recipe A).
+--schedule plateau --epochs 40] [--members 2]`` (``--channels 1 --schedule plateau --epochs 40``
+is recipe A; ``--epochs 40`` alone is recipe B as first run).
 Data: LIDC-IDRI, CC BY 3.0 (Armato et al. 2011, 2015; TCIA, Clark et al. 2013).
 """
 
@@ -385,7 +413,7 @@ def choose_binarization(prob: np.ndarray, truth: np.ndarray) -> tuple[float, flo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=40)
+    parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--filters", type=int, default=16)
     parser.add_argument("--depth", type=int, default=3)
     parser.add_argument("--crop", type=int, default=48, help="training crop (pixels)")
