@@ -28,15 +28,17 @@ import io
 import json
 import os
 import shutil
+import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pydicom
-from filelock import FileLock
+from filelock import FileLock, Timeout
 from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
@@ -1070,20 +1072,33 @@ def write_cohort(
         matrix = FULL_RESOLUTION_MATRIX
     _validate(n_patients, seed, matrix, difficulty, cancer_fraction)
     out_dir = Path(out_dir).expanduser()
-    with _writer_lock(out_dir):
+    with _writer_lock(out_dir, progress):
         return _write_cohort(out_dir, n_patients, seed, matrix, difficulty, cancer_fraction,
                              workers, progress)
 
 
-def _writer_lock(out_dir: Path) -> FileLock:
+@contextmanager
+def _writer_lock(out_dir: Path, progress: bool = False) -> Iterator[None]:
     """One writer per cohort folder at a time, across processes.
 
     Two runs started together on a fresh checkout both find no cohort; without the lock the
     second removes the first one's half-written ``.partial-*`` patients (its stale-leftover
-    cleanup) and the first fails. With it the second waits, then finds the cohort written.
+    cleanup) and the first fails. With it the second waits, then finds the cohort written; with
+    ``progress`` it says so on stderr first, so the wait does not look like a hang.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
-    return FileLock(out_dir / ".lock")
+    lock = FileLock(out_dir / ".lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        if progress:
+            print(f"synthetic cohort: waiting for another process that is writing {out_dir}",
+                  file=sys.stderr, flush=True)
+        lock.acquire()
+    try:
+        yield
+    finally:
+        lock.release()
 
 
 def _write_cohort(out_dir: Path, n_patients: int, seed: int, matrix: int, difficulty: float,
@@ -1197,7 +1212,7 @@ def ensure_cohort(
     wanted = _cohort_parameters(n_patients, seed, wanted_matrix, difficulty, cancer_fraction)
     if read_cohort_parameters(out) == wanted:
         return out
-    with _writer_lock(out):
+    with _writer_lock(out, progress):
         if read_cohort_parameters(out) == wanted:  # another process wrote it while we waited
             return out
         return _write_cohort(out, n_patients, seed, wanted_matrix, difficulty, cancer_fraction,

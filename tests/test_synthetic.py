@@ -282,13 +282,13 @@ def test_a_second_process_waits_for_the_cohort_being_written(tmp_path: Path) -> 
 
     out = tmp_path / "c"
     child = (
-        "import sys\nfrom lunglib import synthetic\nprint('ready', flush=True)\n"
+        "from lunglib import synthetic\nprint('ready', flush=True)\n"
         f"synthetic.ensure_cohort({str(out)!r}, n_patients=2, seed=4, matrix=48, workers=1, "
-        "progress=False)\nprint('done', flush=True)\n"
+        "progress=True)\nprint('done', flush=True)\n"
     )
     with synthetic._writer_lock(out):  # this process is the writer that got there first
         second = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
-                                  text=True)
+                                  stderr=subprocess.PIPE, text=True)
         assert second.stdout.readline().strip() == "ready"
         time.sleep(3.0)  # the tiny cohort takes about a second to write
         assert second.poll() is None, "the second process did not wait for the first"
@@ -297,6 +297,9 @@ def test_a_second_process_waits_for_the_cohort_being_written(tmp_path: Path) -> 
     written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert second.wait(timeout=120) == 0
     assert second.stdout.read().strip() == "done"
+    # It said why it waited (naming the folder), and wrote no progress bar: it generated nothing.
+    said = second.stderr.read().strip()
+    assert said == f"synthetic cohort: waiting for another process that is writing {out}"
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()} == written
 
 
