@@ -384,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dice-bound", action="store_true",
                         help="only print the off-by-one-voxel Dice of small nodules and exit")
     args = parser.parse_args(argv)
+    if args.members < 1:
+        parser.error(f"--members must be 1 or more (the number of models to average); got "
+                     f"{args.members}")
     if args.dice_bound:
         print("Dice of a nodule label against itself one voxel off, 3 x 2.65 x 2.65 mm voxels "
               "(mean of 100 random sub-voxel positions)")
