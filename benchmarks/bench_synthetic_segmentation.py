@@ -511,24 +511,6 @@ def main(argv: list[str] | None = None) -> int:
                 found["round 2 + flip"] = infer(model, evaluated, flip=True)
         return found
 
-    evaluated = parts["val"] + parts["test"]
-    train_min = hard_min = 0.0
-    members = [train_member(args.seed + k) for k in range(args.members)]
-    # The ensemble's map is the members' mean probability (for one member, that member's map).
-    variants = {name: {pid: np.mean([m[name][pid] for m in members], axis=0)
-                       for pid in evaluated} for name in members[0]}
-
-    if args.save_maps is not None:
-        from lunglib.atomic import atomic_path
-
-        for name, probs in variants.items():
-            for pid, prob in probs.items():
-                target = args.save_maps / name.replace(" + ", "_").replace(" ", "") / f"{pid}.npz"
-                with atomic_path(target, keep_suffix=True) as tmp:
-                    np.savez_compressed(tmp, prob=prob.astype(np.float16),
-                                        part="val" if pid in parts["val"] else "test")
-        print(f"probability maps saved under {args.save_maps}")
-
     test = parts["test"]
 
     def choose_and_score(variants):
@@ -554,12 +536,39 @@ def main(argv: list[str] | None = None) -> int:
                                               "min_peak", "val_dice", "test_dice",
                                               "test_dice_global"]), choices
 
-    if args.members > 1:  # each member alone, for the spread; not candidates for the choice
-        alone = pd.concat([choose_and_score(m)[0].assign(model_seed=args.seed + k)
-                           for k, m in enumerate(members)], ignore_index=True)
+    evaluated = parts["val"] + parts["test"]
+    train_min = hard_min = 0.0
+    # Only a running sum of the members' maps is kept (K models' maps of every variant would
+    # take K times the memory); each member is scored alone as soon as it is trained.
+    variants, alone = {}, []
+    for k in range(args.members):
+        found = train_member(args.seed + k)
+        if args.members > 1:
+            alone.append(choose_and_score(found)[0].assign(model_seed=args.seed + k))
+        for name, probs in found.items():
+            total = variants.setdefault(name, {})
+            for pid, prob in probs.items():
+                total[pid] = prob if k == 0 else total[pid] + prob
+    for probs in variants.values():  # the ensemble's map is the members' mean probability
+        for pid in probs:
+            probs[pid] = probs[pid] / args.members
+
+    if args.save_maps is not None:
+        from lunglib.atomic import atomic_path
+
+        for name, probs in variants.items():
+            for pid, prob in probs.items():
+                target = args.save_maps / name.replace(" + ", "_").replace(" ", "") / f"{pid}.npz"
+                with atomic_path(target, keep_suffix=True) as tmp:
+                    np.savez_compressed(tmp, prob=prob.astype(np.float16),
+                                        part="val" if pid in parts["val"] else "test")
+        print(f"probability maps saved under {args.save_maps}")
+
+    if alone:  # each member alone, for the spread; not candidates for the choice
         print()
         print("each model alone (post-processing chosen on validation for each):")
-        print(alone.to_string(index=False, float_format="{:.3f}".format))
+        print(pd.concat(alone, ignore_index=True).to_string(index=False,
+                                                           float_format="{:.3f}".format))
     summary, choices = choose_and_score(variants)
     chosen = summary.sort_values("val_dice", ascending=False, kind="stable").variant.iloc[0]
     print()
