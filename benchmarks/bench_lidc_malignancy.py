@@ -3,7 +3,7 @@
 Data: ``../shared/data/lidc_nodule_patches/dev.npz`` (71x71 HU patches, one per reader outline).
 Label: the outlining reader's ``malignancy`` <= 2 is benign (0), >= 4 malignant (1); 3 is left out.
 
-Protocol (honest): patient-grouped, label-stratified k-fold (``lunglib.splits.patient_kfold``).
+Protocol (honest): patient-grouped, label-stratified k-fold (``lunglib.evaluation.patient_kfold``).
 Inside every outer training fold a patient-level validation split (``patient_split``) is cut off
 for early stopping and for the decision threshold (the one that maximises validation accuracy).
 The test fold is touched once, for the reported numbers. Metrics are per sample (one sample per
@@ -24,7 +24,7 @@ nodule             SECOND, printed beside: one row per nodule, prediction = the 
 Methods
 -------
 area-logreg        logistic regression on the outline's area in mm^2 (the size floor)
-features-logreg    logistic regression (C=0.1) on ``lunglib.features.outline_features``: log area,
+features-logreg    logistic regression (C=0.1) on ``lunglib.models.outline_features``: log area,
                    axes, compactness, solidity, eccentricity, HU mean/std/p95, calcified and
                    low-density fractions inside the outline, HU mean/std in a 2 mm ring around it
 naive-cnn          ``build_cnn`` defaults on the raw 71x71 HU patch (scaled /1000), no augmentation
@@ -316,7 +316,7 @@ def reader_agreement(path: Path) -> tuple[float, int]:
 def prepare_best(data: dict[str, np.ndarray]) -> np.ndarray:
     """(N, CROP, CROP, 5): three HU windows and the outline at TARGET_SPACING_MM, plus a view
     around the outline resized so every nodule spans NODULE_VIEW of it (``patch_inputs``)."""
-    from lunglib.train import patch_inputs
+    from lunglib.training.train import patch_inputs
 
     return patch_inputs(data["image"], data["mask"], data["spacing"], TARGET_SPACING_MM, CROP,
                         HU_WINDOW, extra_windows=EXTRA_WINDOWS, nodule_view=NODULE_VIEW)
@@ -346,7 +346,7 @@ def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
 
 def predict_tta(model, x: np.ndarray) -> np.ndarray:
     """Mean sigmoid output over the 8 rotations/flips of every patch."""
-    from lunglib.train import predict_proba
+    from lunglib.training.train import predict_proba
 
     preds = []
     for flip in (False, True):
@@ -373,8 +373,8 @@ def run_area(data, tr, va, te):
 
 
 def run_naive(x, data, tr, va, te, seed):
-    from lunglib.cnn import build_cnn
-    from lunglib.train import predict_proba, set_seed, train_model
+    from lunglib.models.cnn import build_cnn
+    from lunglib.training.train import predict_proba, set_seed, train_model
 
     y = data["y"]
     va_fit = rated(data, va)
@@ -399,8 +399,8 @@ BEST_CONFIG = {
 
 def run_best(x, data, tr_all, va, te, seeds, epochs=40, patience=8):
     """Train on every training patch, rating 3 included, with the soft target (rating - 1) / 4."""
-    from lunglib.cnn import build_cnn
-    from lunglib.train import dihedral_augment, set_seed, train_model
+    from lunglib.models.cnn import build_cnn
+    from lunglib.training.train import dihedral_augment, set_seed, train_model
 
     soft = (data["rating"] - 1) / 4.0
     va_fit = rated(data, va)
@@ -430,7 +430,7 @@ def build_multitask(input_shape, n_aux: int, aux_weight: float):
     layer; the malignancy head keeps the name ``output``."""
     import keras
 
-    from lunglib.cnn import build_cnn
+    from lunglib.models.cnn import build_cnn
 
     base = build_cnn(input_shape, **BEST_CONFIG)
     trunk = base.get_layer("dropout_dense").output
@@ -453,8 +453,8 @@ def run_consensus(x, data, tr_all, va, te, seeds, multitask=False, aux_weight=0.
     """
     import tensorflow as tf
 
-    from lunglib.cnn import build_cnn
-    from lunglib.train import dihedral_augment, set_seed, train_model
+    from lunglib.models.cnn import build_cnn
+    from lunglib.training.train import dihedral_augment, set_seed, train_model
 
     soft = ((data["reader_mean"] - 1) / 4.0).astype(np.float32)
     aux = data["characteristics"]
@@ -492,7 +492,7 @@ def _malignancy_head(model):
 
 
 def run_features(data, tr, va, te):
-    """Logistic regression on ``lunglib.features.outline_features`` (size, shape, HU)."""
+    """Logistic regression on ``lunglib.models.features.outline_features`` (size, shape, HU)."""
     feats = data["features"]
     clf = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=5000))
     clf.fit(feats[tr], data["y"][tr])
@@ -535,7 +535,7 @@ def run_stacked(data, p_val, p_test, va, te):
 def _save(path: Path, saved: dict[str, np.ndarray]) -> None:
     import io
 
-    from lunglib.atomic import write_bytes_atomic
+    from lunglib.io.atomic import write_bytes_atomic
 
     buffer = io.BytesIO()
     np.savez(buffer, **saved)
@@ -565,7 +565,7 @@ def split_view(saved: dict[str, np.ndarray], m: str, fold: str, split: str,
     inputs only, no labels); ``nodule``: one row per nodule with that mean prediction and the
     readers' consensus label, nodules rated 2 < mean < 4 left out.
     """
-    from lunglib.metrics import aggregate_by_group
+    from lunglib.evaluation.classification import aggregate_by_group
 
     y, patients = saved["y"], saved["patient"]
     if level == "outline":
@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> None:
         print_levels(saved, present, args.aggregate)
         return
 
-    from lunglib.splits import patient_kfold, patient_split
+    from lunglib.evaluation.splits import patient_kfold, patient_split
 
     data = load_patches(args.data)
     y, patients = data["y"], data["patient"]
@@ -744,7 +744,7 @@ def main(argv: list[str] | None = None) -> None:
     if {"best-cnn", "consensus-cnn", "multitask-cnn"} & set(methods):
         inputs["best-cnn"] = prepare_best(data)
     if "features-logreg" in methods:
-        from lunglib.features import outline_features
+        from lunglib.models.features import outline_features
 
         data["features"] = outline_features(data["image"], data["mask"], data["spacing"])
     only = None if args.only_folds is None else {int(f) for f in args.only_folds.split(",")}

@@ -12,7 +12,7 @@ Protocol
   replication, one row and column) so that three 2x poolings divide it; predictions are cropped
   back to 71x71 before scoring. Default ``--channels 2`` adds a second channel, the soft-tissue
   window [-160, 240] HU, computed after augmentation (``--channels 1``: lung window only).
-- Training: ``lunglib.unet.build_unet`` 2D on 48x48 centre crops (98 % of the outlines fit
+- Training: ``lunglib.models.unet.build_unet`` 2D on 48x48 centre crops (98 % of the outlines fit
   whole; 2x cheaper than 72x72), Dice + BCE, ``lunglib.augment`` rotation (any angle), flips,
   zoom 0.9-1.1 and shifts up to 6 pixels of image and mask together before the crop. Default
   ``--schedule cosine``: learning rate 1e-3 decayed to 0 over all epochs
@@ -214,7 +214,7 @@ from sklearn.model_selection import GroupShuffleSplit
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from lunglib.seg_metrics import dice, score_cases, summarize  # noqa: E402
+from lunglib.evaluation.segmentation import dice, score_cases, summarize  # noqa: E402
 
 DATA = REPO.parent / "shared" / "data" / "lidc_nodule_patches" / "dev.npz"
 HU_WINDOW = (-1000.0, 400.0)
@@ -281,7 +281,7 @@ def make_dataset(x: np.ndarray, y: np.ndarray, batch: int, seed: int, augment: b
     """Batches of ``crop`` x ``crop`` centre crops; training ones augmented first."""
     import tensorflow as tf
 
-    from lunglib.augment import (
+    from lunglib.augment.transforms import (
         Compose,
         RandomFlip,
         RandomRotate,
@@ -349,7 +349,7 @@ def train_member(x: np.ndarray, y: np.ndarray, idx: dict[str, np.ndarray],
     """
     import keras
 
-    from lunglib.unet import build_unet
+    from lunglib.models.unet import build_unet
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(seed)

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from lunglib.dicom import load_scan
+from lunglib.io.dicom import load_scan
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_CASE = SHARED / "lidc_idri" / "LIDC-IDRI-0001"

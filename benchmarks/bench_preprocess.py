@@ -135,9 +135,9 @@ import pydicom
 from scipy import ndimage
 from skimage.transform import resize
 
-from lunglib import preprocess as pp
-from lunglib.dicom import load_scan
-from lunglib.preprocess import prepare, window
+from lunglib.io.dicom import load_scan
+from lunglib.preprocess import steps as pp
+from lunglib.preprocess.steps import prepare, window
 from lunglib.settings import Settings
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -276,8 +276,8 @@ def prepare_steps(scan, runs: int) -> list[tuple[str, float]]:
 
 PEAK_SCRIPT = """
 import sys, numpy as np
-from lunglib.dicom import CTScan
-from lunglib.preprocess import prepare
+from lunglib.io.dicom import CTScan
+from lunglib.preprocess.steps import prepare
 
 
 def high_water_mib():

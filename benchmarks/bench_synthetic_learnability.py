@@ -8,7 +8,7 @@ probability, printing validation and test AUC per seed (always per patient, whol
 - ``whole-volume``: the classic CNN (``build_cnn``: 3 blocks, 8 filters, Flatten, dense 32,
   sigmoid) trained on whole volumes with ``train_model`` (batch 8, balanced class weights,
   early stopping on the validation AUC);
-- ``cubes``: notebook 04's recipe, ``lunglib.train.fit_scan_classifier`` -- a valid-padding
+- ``cubes``: notebook 04's recipe, ``lunglib.training.train.fit_scan_classifier`` -- a valid-padding
   patch CNN trained on nodule cubes and hard negatives, slid over the scan
   (``convolutionalize``), the scan's score its most suspicious window.
 
@@ -43,11 +43,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from lunglib import synthetic  # noqa: E402
-from lunglib.cache import cache_dataset  # noqa: E402
 from lunglib.datasets.synthetic import SyntheticDataset  # noqa: E402
+from lunglib.evaluation.splits import patient_split  # noqa: E402
+from lunglib.preprocess.cache import cache_dataset  # noqa: E402
 from lunglib.settings import Settings  # noqa: E402
-from lunglib.splits import patient_split  # noqa: E402
+from lunglib.synthetic import cohort as synthetic  # noqa: E402
 
 
 def global_statistics(root: Path) -> dict[str, float]:
@@ -63,7 +63,7 @@ def global_statistics(root: Path) -> dict[str, float]:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from lunglib.dicom import load_scan
+    from lunglib.io.dicom import load_scan
 
     dataset = SyntheticDataset(root)
     features, labels = [], []
@@ -87,8 +87,8 @@ def global_statistics(root: Path) -> dict[str, float]:
 def _train_once(index, train_seed: int, epochs: int) -> list[dict[str, float]]:
     from sklearn.metrics import roc_auc_score
 
-    from lunglib.cnn import build_cnn
-    from lunglib.train import (
+    from lunglib.models.cnn import build_cnn
+    from lunglib.training.train import (
         cache_arrays,
         fit_scan_classifier,
         predict_proba,

@@ -1,16 +1,16 @@
 """2.5D U-Net nodule segmentation on the synthetic cohort: Dice per patient, global, per nodule.
 
 The notebook-06 recipe with a larger budget: patients of the default synthetic cohort split by
-patient (``lunglib.splits.patient_split``, 15 % validation, 20 % test, stratified by the cancer
+patient (``lunglib.evaluation.patient_split``, 15 % validation, 20 % test, stratified by the cancer
 label, seed 42); a 2D U-Net on axial ``patch`` x ``patch`` patches that carry ``context``
 slices on each side as channels (2.5D), taken about ``context_mm`` apart whatever the slice
-thickness (``lunglib.segment.context_step_for``); positive patches on nodules, negative
+thickness (``lunglib.inference.segment.context_step_for``); positive patches on nodules, negative
 patches half on random lung voxels and half on bright lung voxels away from the nodules
 (vessels, ``hard_fraction``); per-slice whole-scan inference restricted to the lungs; threshold
 and minimum candidate volume chosen on the validation patients by mean whole-scan Dice
-(``lunglib.seg_metrics.choose_postprocessing``); the test patients scored once.
+(``lunglib.evaluation.segmentation.choose_postprocessing``); the test patients scored once.
 
-Three levels, reported separately (``lunglib.seg_metrics``):
+Three levels, reported separately (``lunglib.evaluation.segmentation``):
 
 - **whole scan, per patient**: Dice of the predicted mask against all nodules of the patient's
   scan, every false-positive voxel anywhere in the lungs counting; a patient without nodules
@@ -31,11 +31,11 @@ one extra voxel, 0.42 shifted by one voxel; see docs/synthetic.md).
 Options, each chosen on the validation patients only: ``--tta`` also scores the probability maps
 averaged with their left-right mirror (``predict_volume(flip=True)``); ``--hard-round`` runs
 the first model over the *training* scans, cuts ``--n-hard`` patches per patient where it fires
-off the nodules (``lunglib.segment.false_positive_patches``) and fine-tunes ``--hard-epochs``
+off the nodules (``false_positive_patches``) and fine-tunes ``--hard-epochs``
 more epochs on all patches plus these; ``--min-peaks`` adds a minimum peak probability per
 candidate to the post-processing grid (``candidate_mask(min_peak=...)``); ``--augment`` gives
 every training patch and its mask one of the 8 in-plane rotations/mirrorings, drawn afresh each
-epoch (``lunglib.segment.dihedral_patches``; no extra patches, so no extra training time);
+epoch (``lunglib.inference.segment.dihedral_patches``; no extra patches, so no extra training time);
 ``--thresholds`` sets the threshold grid. Every variant (round 1 or 2, with or without flips)
 gets its own post-processing chosen on validation; the variant with the best validation Dice is
 the one reported in full; the test patients are scored once per variant, and all are printed so
@@ -319,7 +319,7 @@ def dice_bound_table(spacing=(3.0, 2.65, 2.65), diameters=(3, 4, 5, 6, 7, 8, 9, 
     """
     from scipy import ndimage
 
-    from lunglib.seg_metrics import dice
+    from lunglib.evaluation.segmentation import dice
 
     rng = np.random.default_rng(seed)
     grow = ndimage.generate_binary_structure(3, 1)
@@ -399,8 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     from scipy import ndimage
 
-    from lunglib.preprocess import window
-    from lunglib.seg_metrics import (
+    from lunglib.evaluation.segmentation import (
         choose_postprocessing,
         dice,
         dice_global,
@@ -409,7 +408,8 @@ def main(argv: list[str] | None = None) -> int:
         score_cases,
         score_nodules,
     )
-    from lunglib.segment import (
+    from lunglib.evaluation.splits import patient_split
+    from lunglib.inference.segment import (
         candidate_mask,
         context_step_for,
         dihedral_patches,
@@ -418,8 +418,8 @@ def main(argv: list[str] | None = None) -> int:
         sample_patches,
         slice_window,
     )
-    from lunglib.splits import patient_split
-    from lunglib.unet import build_unet, resize_unet
+    from lunglib.models.unet import build_unet, resize_unet
+    from lunglib.preprocess.steps import window
 
     ds = open_course_dataset("synthetic", course_settings(seed=args.seed))
     ids = ds.patient_ids()
@@ -554,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
             probs[pid] = probs[pid] / args.members
 
     if args.save_maps is not None:
-        from lunglib.atomic import atomic_path
+        from lunglib.io.atomic import atomic_path
 
         for name, probs in variants.items():
             for pid, prob in probs.items():

@@ -1,31 +1,50 @@
 """lunglib: classify and segment lung cancer in chest CT with convolutional neural networks.
 
-The package is layered so that data flows one way; a lower layer never imports a higher one:
+Subpackages by concern, layered so that data flows one way (a lower layer never imports a higher
+one; ``tests/test_architecture.py`` holds the order and checks it):
 
-1. I/O -- :mod:`lunglib.dicom` (DICOM series), :mod:`lunglib.datasets` (public dataset layouts),
-   :mod:`lunglib.synthetic` (the embedded synthetic cohort)
-2. :mod:`lunglib.preprocess` and :mod:`lunglib.cache` -- HU volumes to model-ready arrays
-3. :mod:`lunglib.augment` -- rotation, flipping, scaling, translation
-4. models -- :mod:`lunglib.cnn`, :mod:`lunglib.unet`
-5. :mod:`lunglib.splits`, :mod:`lunglib.train`, :mod:`lunglib.tune`
-6. :mod:`lunglib.metrics`
-7. :mod:`lunglib.viz`
-8. :mod:`lunglib.pipeline` and :mod:`lunglib.cli`
+==============  =================================================================================
+layer           subpackage -- what lives there
+==============  =================================================================================
+foundation      :mod:`lunglib.settings` -- the course's defaults (size, n_slices, data_dir, ...)
+I/O             :mod:`lunglib.io` -- DICOM series, NIfTI / DICOM SEG export, QC findings
+data            :mod:`lunglib.datasets` (public dataset layouts), :mod:`lunglib.synthetic`
+preprocessing   :mod:`lunglib.preprocess` -- HU volumes to model-ready arrays, and their cache
+augmentation    :mod:`lunglib.augment` -- rotation, flipping, scaling, translation
+models          :mod:`lunglib.models` -- the CNN, the U-Net, saved bundles
+training        :mod:`lunglib.training` -- data for a model, fitting, mining, tuning
+inference       :mod:`lunglib.inference` -- sliding windows over a scan, nodule candidates
+evaluation      :mod:`lunglib.evaluation` -- patient splits, classification/segmentation metrics
+recipes         :mod:`lunglib.recipes` -- complete experiments: train, choose on validation, test
+visualisation   :mod:`lunglib.viz` -- viewers, montages, Grad-CAM
+application     :mod:`lunglib.course`, :mod:`lunglib.pipeline`, :mod:`lunglib.predict`,
+                :mod:`lunglib.cli`
+==============  =================================================================================
 
-Importing ``lunglib`` is cheap: TensorFlow loads only when a model module is imported.
+The names below are the course's main entry points. Importing ``lunglib`` is cheap: each name is
+imported on first use (:mod:`lazy_loader`), so TensorFlow loads only when a model is needed.
 """
 
-from lunglib.dicom import CTScan, DicomLoadError, SeriesInfo, list_series, load_scan
-from lunglib.qc import QCFinding
-from lunglib.settings import Settings
+import lazy_loader
 
-__all__ = [
-    "CTScan",
-    "DicomLoadError",
-    "QCFinding",
-    "SeriesInfo",
-    "Settings",
-    "list_series",
-    "load_scan",
-]
-__version__ = "0.1.0"
+from lunglib._version import __version__
+
+__getattr__, __dir__, _exports = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "settings": ["Settings"],
+        "io": ["CTScan", "DicomLoadError", "QCFinding", "SeriesInfo", "list_series", "load_scan"],
+        "datasets": ["open_dataset", "load_patch_set"],
+        "synthetic": ["ensure_cohort"],
+        "preprocess": ["prepare", "segment_lungs", "cache_dataset"],
+        "augment": ["default_augmentation"],
+        "models": ["build_cnn", "build_unet"],
+        "training": ["train_model", "run_search"],
+        "inference": ["predict_volume", "find_candidates"],
+        "evaluation": ["patient_split", "evaluate_binary", "score_cases"],
+        "viz": ["SliceViewer", "montage"],
+        "pipeline": ["run_course"],
+        "predict": ["predict_scan"],
+    },
+)
+__all__ = [*_exports, "__version__"]

@@ -26,7 +26,7 @@ def _parse_parameter(text: str) -> tuple[str, object]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from lunglib.synthetic import write_cohort
+    from lunglib.synthetic.cohort import write_cohort
 
     kwargs = {"seed": args.seed, "difficulty": args.difficulty,
               "full_resolution": args.full_resolution}
@@ -38,7 +38,7 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 
 def _cmd_load(args: argparse.Namespace) -> int:
-    from lunglib.dicom import DicomLoadError, list_series, load_scan
+    from lunglib.io.dicom import DicomLoadError, list_series, load_scan
 
     try:
         series = list_series(args.path)
@@ -87,7 +87,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from lunglib.dicom import DicomLoadError
+    from lunglib.io.dicom import DicomLoadError
     from lunglib.predict import predict_scan
 
     output = args.output or Path(args.model) / "predictions" / Path(args.scan).name

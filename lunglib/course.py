@@ -91,7 +91,7 @@ def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Genera
         pass
     if tensorflow:
         import_tensorflow_quietly()
-        from lunglib.train import set_seed
+        from lunglib.training.train import set_seed
 
         set_seed(seed)
     return np.random.default_rng(seed)
@@ -146,7 +146,7 @@ def open_course_dataset(dataset: str, settings: Settings):
         )
     root = settings.data_dir
     if dataset == "synthetic" and root is None:
-        from lunglib.synthetic import ensure_cohort
+        from lunglib.synthetic.cohort import ensure_cohort
 
         root = ensure_cohort(settings.resolved_data_dir)
     if root is None:
@@ -160,11 +160,11 @@ def classification_data(dataset: str, settings: Settings, data_dir: str | Path =
     """``(source, x, y, groups)`` for the classification notebooks (04, 05, 07).
 
     For a CT dataset the scans are prepared once into the cache (``source`` is the
-    :class:`lunglib.cache.CacheIndex`) and ``x`` holds one volume per patient; for
+    :class:`lunglib.preprocess.cache.CacheIndex`) and ``x`` holds one volume per patient; for
     ``dataset="patches"`` ``data_dir`` is the patch ``.npz`` file and ``x`` holds 2D patches,
     several per patient. ``groups`` names each sample's patient, for patient-level splits.
     """
-    from lunglib.train import training_arrays
+    from lunglib.training.train import training_arrays
 
     if dataset == "patches":
         from lunglib.datasets import load_patch_set
@@ -173,7 +173,7 @@ def classification_data(dataset: str, settings: Settings, data_dir: str | Path =
             raise ValueError("dataset='patches' needs data_dir: the patch .npz file")
         source = load_patch_set(data_dir)
     else:
-        from lunglib.cache import cache_dataset
+        from lunglib.preprocess.cache import cache_dataset
 
         source = cache_dataset(open_course_dataset(dataset, settings), settings,
                                workers=workers, progress=False)

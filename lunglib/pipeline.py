@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lunglib.atomic import write_text_atomic
+from lunglib.io.atomic import write_text_atomic
 from lunglib.settings import project_root
 
 if TYPE_CHECKING:
@@ -113,7 +113,7 @@ def _static_viewers() -> Iterator[None]:
     stalled on 01's viewer cell with the kernel idle. Kernels inherit the environment, so the
     switch is set here and put back afterwards.
     """
-    from lunglib.viz import STATIC_VIEWER_ENV
+    from lunglib.viz.viewer import STATIC_VIEWER_ENV
 
     previous = os.environ.get(STATIC_VIEWER_ENV)
     os.environ[STATIC_VIEWER_ENV] = "1"

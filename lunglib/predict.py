@@ -2,7 +2,7 @@
 
 ``python -m lunglib predict <scan_dir> --model <run folder>`` calls :func:`predict_scan`. The run
 folder holds the ``classifier`` bundle written by notebook 04 and the ``segmenter`` bundle written
-by notebook 06 (see :mod:`lunglib.bundle`); either may be missing, and the prediction then says
+by notebook 06 (see :mod:`lunglib.models`); either may be missing, and the prediction then says
 what it could not do instead of failing.
 """
 
@@ -16,18 +16,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lunglib.atomic import write_text_atomic
-from lunglib.bundle import bundle_paths, load_bundle
-from lunglib.dicom import CTScan, load_scan
-from lunglib.export import save_dicom_seg, save_nifti
-from lunglib.preprocess import prepare, segment_lungs, window
-from lunglib.segment import (
+from lunglib.inference.segment import (
     candidate_mask,
     context_step_for,
     find_candidates,
     predict_volume,
     slice_window,
 )
+from lunglib.io.atomic import write_text_atomic
+from lunglib.io.dicom import CTScan, load_scan
+from lunglib.io.export import save_dicom_seg, save_nifti
+from lunglib.models.bundle import bundle_paths, load_bundle
+from lunglib.preprocess.steps import prepare, segment_lungs, window
 from lunglib.settings import Settings
 
 
@@ -59,7 +59,7 @@ def _has_bundle(folder: Path, name: str) -> bool:
 
 def classify_scan(scan: CTScan, model, info: dict) -> float:
     """Cancer probability of a whole scan from a volume classifier bundle."""
-    from lunglib.train import predict_proba
+    from lunglib.training.train import predict_proba
 
     settings = Settings(size=int(info["size"]), n_slices=int(info["n_slices"]))
     prepared = prepare(scan, settings)
@@ -76,7 +76,7 @@ def segment_scan(scan: CTScan, model, info: dict, lung_mask: np.ndarray) -> np.n
     model takes as extra input channels, ``info["context_mm"]`` (optional) their distance in mm:
     the slice step is chosen from this scan's spacing, as in training.
     """
-    from lunglib.unet import resize_unet
+    from lunglib.models.unet import resize_unet
 
     lo, hi = info.get("window", (-1000.0, 400.0))
     image = window(scan.hu, lo, hi)
@@ -154,7 +154,7 @@ def predict_scan(
     files["candidates"] = candidates_path
     result = Prediction(scan.patient_key, probability, threshold, candidates, files, notes)
     if report:
-        from lunglib.viz import prediction_report
+        from lunglib.viz.viewer import prediction_report
 
         files["report"] = prediction_report(scan, lung, candidates, result.summary(),
                                             out / "report.png")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from lunglib.atomic import atomic_path, write_text_atomic
+from lunglib.io.atomic import atomic_path, write_text_atomic
 
 
 def test_failed_write_keeps_the_old_file_and_cleans_up(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lunglib.augment import (
+from lunglib.augment.transforms import (
     Compose,
     RandomFlip,
     RandomRotate,
@@ -108,7 +108,7 @@ def test_bad_input_is_refused():
 def test_tf_augment_in_a_parallel_tf_data_map_keeps_alignment_and_repeats():
     import tensorflow as tf
 
-    from lunglib.augment import tf_augment
+    from lunglib.augment.transforms import tf_augment
 
     image, mask = CASES_3D
     images = np.stack([image] * 6)[..., None]

@@ -9,7 +9,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from lunglib.bundle import bundle_paths, load_bundle, save_bundle  # noqa: E402
+from lunglib.models.bundle import bundle_paths, load_bundle, save_bundle  # noqa: E402
 
 
 def test_bundle_round_trip_keeps_predictions_and_metadata(tmp_path: Path) -> None:

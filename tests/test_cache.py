@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lunglib.cache import CacheIndex, cache_dataset, cache_key
 from lunglib.datasets import SyntheticDataset
-from lunglib.dicom import DicomLoadError
-from lunglib.preprocess import PrepareOptions
+from lunglib.io.dicom import DicomLoadError
+from lunglib.preprocess.cache import CacheIndex, cache_dataset, cache_key
+from lunglib.preprocess.steps import PrepareOptions
 from lunglib.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,7 +39,7 @@ class CohortWithBrokenScan(SyntheticDataset):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from lunglib.synthetic import write_cohort
+    from lunglib.synthetic.cohort import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("synth"), n_patients=3, seed=5, workers=1,
                         progress=False)
@@ -92,7 +92,7 @@ def test_cache_run_killed_midway_resumes_to_the_same_files(cohort, tmp_path):
                               workers=1, progress=False)
     interrupted = tmp_path / "interrupted"
     script = textwrap.dedent(f"""
-        from lunglib.cache import cache_dataset
+        from lunglib.preprocess.cache import cache_dataset
         from lunglib.datasets import SyntheticDataset
         from lunglib.settings import Settings
         cache_dataset(SyntheticDataset({str(cohort)!r}),
@@ -136,8 +136,8 @@ def test_open_needs_a_qc_table(tmp_path):
 
 @pytest.mark.slow
 def test_make_dataset_streams_batches_and_refuses_augmented_validation(cohort, tmp_path):
-    from lunglib.augment import default_augmentation
-    from lunglib.inputs import make_dataset
+    from lunglib.augment.transforms import default_augmentation
+    from lunglib.training.inputs import make_dataset
 
     index = cache_dataset(SyntheticDataset(cohort), Settings(cache_dir=tmp_path, **SMALL),
                           workers=1, progress=False)

@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from lunglib.cnn import build_cnn, max_conv_layers  # noqa: E402
+from lunglib.models.cnn import build_cnn, max_conv_layers  # noqa: E402
 
 
 def _layers(model, kind):
@@ -132,7 +132,7 @@ def _sliding_max(model, image, stride):
 @pytest.mark.parametrize("patch, whole", [((10, 18, 18, 1), (20, 34, 30, 1)),
                                           ((18, 18, 2), (40, 26, 2))])
 def test_convolutionalize_equals_the_sliding_window_maximum(patch, whole):
-    from lunglib.cnn import convolutionalize
+    from lunglib.models.cnn import convolutionalize
 
     keras.utils.set_random_seed(1)
     model = build_cnn(patch, n_conv_layers=2, filters=4, dense_units=6, padding="valid")
@@ -148,7 +148,7 @@ def test_convolutionalize_equals_the_sliding_window_maximum(patch, whole):
 
 
 def test_convolutionalize_refuses_models_it_cannot_slide():
-    from lunglib.cnn import convolutionalize
+    from lunglib.models.cnn import convolutionalize
 
     same = build_cnn((10, 18, 18, 1), n_conv_layers=2, filters=4, dense_units=6)
     with pytest.raises(ValueError, match="padding='valid'"):

@@ -35,7 +35,7 @@ from lunglib.datasets.lidc import (
     parse_lidc_xml,
 )
 from lunglib.datasets.patches import MEDMNIST_LABELS
-from lunglib.dicom import DicomLoadError
+from lunglib.io.dicom import DicomLoadError
 
 LIDC_PID = "LIDC-IDRI-0001"
 
@@ -93,7 +93,7 @@ def test_lidc_large_nodule_ratings_match_the_rating_table(lidc, dev_patches):
 
 
 def test_lidc_consensus_lies_inside_the_lung_mask(lidc):
-    from lunglib.preprocess import segment_lungs
+    from lunglib.preprocess.steps import segment_lungs
 
     scan, consensus = lidc["scan"], lidc["consensus"]
     step = 4  # segment at ~2.8 mm in-plane, as preprocessing does, to keep the test quick
@@ -358,7 +358,7 @@ def test_medmnist_has_no_patient_level_split(tmp_path):
         patches.patient_groups()
     with pytest.raises(ValueError, match="labels are fixed"):
         patches.binary_labels(benign_max=3, malignant_min=4)
-    from lunglib.train import training_arrays  # what the classification notebooks call
+    from lunglib.training.train import training_arrays  # what the classification notebooks call
 
     with pytest.raises(ValueError, match="nodulemnist3d.npz: .*no patient-level split"):
         training_arrays(patches)
@@ -529,7 +529,7 @@ def test_luna16_missing_csv_and_raw_file(luna_root):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from lunglib.synthetic import write_cohort
+    from lunglib.synthetic.cohort import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("cohort"), n_patients=2, seed=1, matrix=48,
                         workers=1, progress=False)

@@ -1,4 +1,4 @@
-"""lunglib.dicom on real series and on series written here with pydicom, one defect at a time."""
+"""lunglib.io.dicom on real series and on series written here with pydicom, one defect at a time."""
 
 from __future__ import annotations
 
@@ -22,8 +22,8 @@ from pydicom.uid import (
 )
 from scipy import ndimage
 
-from lunglib.dicom import AIR_HU, CTScan, DicomLoadError, list_series, load_scan, load_scans
-from lunglib.qc import QCFinding
+from lunglib.io.dicom import AIR_HU, CTScan, DicomLoadError, list_series, load_scan, load_scans
+from lunglib.io.qc import QCFinding
 
 SECRET_NAME = "SECRET^NAME"
 SECRET_ID = "SECRET-ID"
@@ -668,7 +668,7 @@ def test_large_folders_leave_pixels_on_disk_until_needed(gradient_series, monkey
     folder, paths, _ = gradient_series
     expected = load_scan(folder)
     paths[-1].write_bytes(paths[-1].read_bytes()[:-200])
-    monkeypatch.setattr("lunglib.dicom._READ_WHOLE_LIMIT", 0)
+    monkeypatch.setattr("lunglib.io.dicom._READ_WHOLE_LIMIT", 0)
     scan = load_scan(folder)
     np.testing.assert_array_equal(scan.hu, expected.hu[:-1])
     assert next(f for f in scan.qc if f.code == "unreadable_file").file == str(paths[-1])

@@ -22,7 +22,7 @@ from lunglib.datasets.download import (
     series_folder,
     tcia_series,
 )
-from lunglib.dicom import load_scan
+from lunglib.io.dicom import load_scan
 
 
 def series_zip(folder: Path, extra: dict[str, bytes] | None = None) -> tuple[dict, bytes]:

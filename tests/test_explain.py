@@ -7,7 +7,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from lunglib.explain import grad_cam, last_conv_layer  # noqa: E402
+from lunglib.viz.explain import grad_cam, last_conv_layer  # noqa: E402
 
 
 def _blob_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from lunglib.dicom import load_scan
-from lunglib.export import save_dicom_seg, save_nifti
+from lunglib.io.dicom import load_scan
+from lunglib.io.export import save_dicom_seg, save_nifti
 
 N_SLICES = 6
 

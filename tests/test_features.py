@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lunglib.features import FEATURE_NAMES, outline_features
+from lunglib.models.features import FEATURE_NAMES, outline_features
 
 COL = {name: i for i, name in enumerate(FEATURE_NAMES)}
 

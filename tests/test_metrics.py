@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from lunglib.metrics import (
+from lunglib.evaluation.classification import (
     aggregate_by_group,
     bootstrap_ci,
     calibration_table,

@@ -7,7 +7,7 @@ import pytest
 
 pytest.importorskip("tensorflow")
 
-from lunglib.train import patch_inputs  # noqa: E402
+from lunglib.training.train import patch_inputs  # noqa: E402
 
 
 def _disc(radius_px: float, size: int = 71, inside: float = 40.0, outside: float = -850.0):

@@ -71,7 +71,7 @@ def test_kernels_talk_over_private_local_sockets_and_show_static_viewers(
         tmp_path / "01_probe.ipynb",
         ["from ipykernel.kernelapp import IPKernelApp\n"
          "import pathlib\n"
-         "from lunglib.viz import has_widget_frontend\n"
+         "from lunglib.viz.viewer import has_widget_frontend\n"
          "pathlib.Path(output_dir, 'transport.txt').write_text(IPKernelApp.instance().transport)\n"
          "pathlib.Path(output_dir, 'widgets.txt').write_text(str(has_widget_frontend()))\n"
          "pathlib.Path(output_dir, 'sockets.txt').write_text(IPKernelApp.instance().ip)"],

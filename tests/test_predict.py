@@ -28,13 +28,13 @@ def run_folder(tmp_path_factory, lidc_case_dir: Path) -> Path:
     that swallows the readers' nodule (measured, seeds 0 and 1; 40 epochs with 96 negatives
     still did so for seed 2).
     """
-    from lunglib.bundle import save_bundle
-    from lunglib.cnn import build_cnn
     from lunglib.datasets import open_dataset
-    from lunglib.preprocess import segment_lungs, window
-    from lunglib.segment import sample_patches
-    from lunglib.train import set_seed
-    from lunglib.unet import build_unet
+    from lunglib.inference.segment import sample_patches
+    from lunglib.models.bundle import save_bundle
+    from lunglib.models.cnn import build_cnn
+    from lunglib.models.unet import build_unet
+    from lunglib.preprocess.steps import segment_lungs, window
+    from lunglib.training.train import set_seed
 
     folder = tmp_path_factory.mktemp("run")
     set_seed(SEED)
@@ -60,8 +60,8 @@ def test_predict_on_the_real_lidc_series(run_folder: Path, lidc_case_dir: Path,
     import SimpleITK as sitk
 
     from lunglib.cli import main
-    from lunglib.dicom import load_scan
-    from lunglib.preprocess import segment_lungs
+    from lunglib.io.dicom import load_scan
+    from lunglib.preprocess.steps import segment_lungs
 
     out = tmp_path / "prediction"
     assert main(["predict", str(lidc_case_dir), "--model", str(run_folder),
@@ -122,8 +122,8 @@ def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_name
     """A bundle with ``context`` feeds 2 * context + 1 slices as channels, in the scan's grid."""
     from types import SimpleNamespace
 
+    from lunglib.models.unet import build_unet
     from lunglib.predict import segment_scan
-    from lunglib.unet import build_unet
 
     rng = np.random.default_rng(0)
     scan = SimpleNamespace(hu=rng.uniform(-1000, 200, size=(12, 40, 40)).astype(np.float32),
@@ -139,9 +139,9 @@ def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_name
     with pytest.raises(ValueError):  # the same model without its context: 1 channel, not 5
         segment_scan(scan, model, {"depth": 2}, lung)
     # trained with channels 2.5 mm apart: on 1.25 mm slices every second slice is a channel
-    from lunglib.preprocess import window
-    from lunglib.segment import predict_volume, slice_window
-    from lunglib.unet import resize_unet
+    from lunglib.inference.segment import predict_volume, slice_window
+    from lunglib.models.unet import resize_unet
+    from lunglib.preprocess.steps import window
 
     spaced = segment_scan(scan, model, {**info, "context_mm": 2.5}, lung)
     whole = slice_window(lung, multiple=4)

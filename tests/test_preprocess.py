@@ -7,8 +7,8 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lunglib.dicom import CTScan, load_scan
-from lunglib.preprocess import (
+from lunglib.io.dicom import CTScan, load_scan
+from lunglib.preprocess.steps import (
     PrepareOptions,
     fit_zero_center,
     lung_volume_ml,
@@ -30,7 +30,7 @@ def _scan(hu: np.ndarray, spacing=(2.0, 1.0, 1.0), direction=None, origin=(0.0, 
 
 @pytest.fixture(scope="module")
 def synthetic_cohort(tmp_path_factory):
-    from lunglib.synthetic import write_cohort
+    from lunglib.synthetic.cohort import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("synth"), n_patients=2, seed=3, workers=1,
                         progress=False)
@@ -185,7 +185,7 @@ def test_prepare_real_lidc(lidc):
 def test_prepare_resamples_from_the_copy_its_output_grid_needs(lidc, size, n_slices, source):
     # The default 64 x 64 output (~4 mm pixels) is cut from the ~2.8 mm working copy; an output
     # finer than that copy (320 x 320: ~0.9 mm pixels) must come from the 0.7 mm scan itself.
-    from lunglib.preprocess import OutputGrid, resample_box
+    from lunglib.preprocess.steps import OutputGrid, resample_box
 
     scan = lidc[0]
     out = prepare(scan, Settings(size=size, n_slices=n_slices))
@@ -220,7 +220,7 @@ def test_segment_lungs_leaves_the_synthetic_liver_dome_out():
     # into the lung base; make_patient gives each voxel's true tissue, so we can count the liver
     # that ends up in the mask. Filling per-slice holes over the dome put 4-12 mL of liver in
     # the masks of these three patients; the closing alone leaves under 1 mL at the dome's tip.
-    from lunglib.synthetic import DEFAULT_MATRIX, TISSUES, cohort_specs, make_patient
+    from lunglib.synthetic.cohort import DEFAULT_MATRIX, TISSUES, cohort_specs, make_patient
 
     for spec in cohort_specs(3, seed=0, matrix=DEFAULT_MATRIX, difficulty=0.5):
         phantom = make_patient(spec)
@@ -266,7 +266,7 @@ def test_prepare_does_not_depend_on_slice_order(synthetic_cohort):
 
 
 def test_bin_shrink_in_slabs_matches_one_sitk_binshrink(monkeypatch):
-    from lunglib import preprocess as pp
+    from lunglib.preprocess import steps as pp
 
     monkeypatch.setattr(pp, "_SLAB_BYTES", 4000)  # many slabs even for a small volume
     rng = np.random.default_rng(1)
@@ -289,7 +289,7 @@ def test_prepare_equals_the_whole_image_simpleitk_path(synthetic_cohort):
     # prepare() keeps the scan a NumPy array and cuts it before SimpleITK sees it; the public
     # step functions on a whole-scan SimpleITK image must give the very same volume.
     from lunglib.datasets import SyntheticDataset
-    from lunglib.preprocess import box_grid, lung_bbox, resample_box
+    from lunglib.preprocess.steps import box_grid, lung_bbox, resample_box
 
     dataset = SyntheticDataset(synthetic_cohort)
     for pid in dataset.patient_ids():

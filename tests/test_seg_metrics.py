@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from lunglib.seg_metrics import dice, dice_global, error_breakdown, iou, iou_global, score_nodules
+from lunglib.evaluation.segmentation import (
+    dice,
+    dice_global,
+    error_breakdown,
+    iou,
+    iou_global,
+    score_nodules,
+)
 
 
 def _cases():

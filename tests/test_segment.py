@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from lunglib.seg_metrics import dice, hausdorff95, iou, score_cases, summarize
-from lunglib.segment import extract_patch, find_candidates, predict_volume, sample_patches
+from lunglib.evaluation.segmentation import dice, hausdorff95, iou, score_cases, summarize
+from lunglib.inference.segment import extract_patch, find_candidates, predict_volume, sample_patches
 
 
 def sphere(shape, centre_zyx, radius_mm, spacing) -> np.ndarray:
@@ -173,7 +173,7 @@ def test_planar_patches_from_a_volume_cover_every_slice_of_a_nodule():
 
 
 def test_slice_window_rounds_the_lung_box_up():
-    from lunglib.segment import slice_window
+    from lunglib.inference.segment import slice_window
 
     lung = np.zeros((5, 100, 90), np.uint8)
     lung[1:4, 10:61, 20:53] = 1  # 51 x 33, grown by 2 on each side: 55 x 37
@@ -317,7 +317,7 @@ def test_sliding_window_with_context_sees_the_neighbouring_slices():
 
 
 def test_context_step_spaces_the_channels_a_fixed_number_of_slices_apart():
-    from lunglib.segment import context_step_for
+    from lunglib.inference.segment import context_step_for
 
     assert [context_step_for(t, 2.5) for t in (1.0, 1.25, 2.0, 2.5, 3.0)] == [2, 2, 1, 1, 1]
     assert context_step_for(1.25, None) == 1 and context_step_for(1.25, 0) == 1
@@ -351,7 +351,7 @@ class _FirstChannelModel:
 
 
 def test_candidate_mask_drops_components_below_the_minimum_volume():
-    from lunglib.segment import candidate_mask
+    from lunglib.inference.segment import candidate_mask
 
     spacing = (2.0, 1.0, 1.0)
     big = sphere((20, 40, 40), (10, 12, 12), 5.0, spacing)
@@ -366,7 +366,7 @@ def test_candidate_mask_drops_components_below_the_minimum_volume():
 
 
 def test_per_nodule_scores_ignore_false_positives_far_away():
-    from lunglib.seg_metrics import score_nodules
+    from lunglib.evaluation.segmentation import score_nodules
 
     labels = np.zeros((20, 60, 60), np.int16)
     labels[sphere(labels.shape, (10, 15, 15), 4, (1, 1, 1))] = 1
@@ -385,7 +385,7 @@ def test_per_nodule_scores_ignore_false_positives_far_away():
 
 
 def test_postprocessing_is_chosen_by_whole_scan_dice():
-    from lunglib.seg_metrics import choose_postprocessing
+    from lunglib.evaluation.segmentation import choose_postprocessing
 
     spacing = (1.0, 1.0, 1.0)
     shape = (20, 40, 40)
@@ -411,8 +411,8 @@ def test_postprocessing_search_scores_the_masks_candidate_mask_makes():
     # candidate_mask's own mask, patient by patient, for every threshold, volume and peak.
     from scipy import ndimage
 
-    from lunglib.seg_metrics import choose_postprocessing, dice
-    from lunglib.segment import candidate_mask
+    from lunglib.evaluation.segmentation import choose_postprocessing, dice
+    from lunglib.inference.segment import candidate_mask
 
     rng = np.random.default_rng(3)
     probs, truths, spacings = [], [], []
@@ -459,7 +459,7 @@ def test_flip_averages_each_window_with_its_left_right_mirror(patch_shape):
 
 
 def test_min_peak_drops_faint_candidates_grown_from_the_same_threshold():
-    from lunglib.segment import candidate_mask
+    from lunglib.inference.segment import candidate_mask
 
     spacing = (2.0, 1.0, 1.0)
     confident = sphere((20, 40, 40), (10, 12, 12), 5.0, spacing)
@@ -477,7 +477,7 @@ def test_min_peak_drops_faint_candidates_grown_from_the_same_threshold():
 
 
 def test_postprocessing_grid_with_a_minimum_peak_keeps_a_faint_rim():
-    from lunglib.seg_metrics import choose_postprocessing
+    from lunglib.evaluation.segmentation import choose_postprocessing
 
     spacing = (1.0, 1.0, 1.0)
     shape = (20, 40, 40)
@@ -496,7 +496,7 @@ def test_postprocessing_grid_with_a_minimum_peak_keeps_a_faint_rim():
 
 
 def test_false_positive_patches_are_cut_where_the_model_fires_off_the_nodules():
-    from lunglib.segment import false_positive_patches
+    from lunglib.inference.segment import false_positive_patches
 
     shape = (12, 40, 40)
     image = np.random.default_rng(1).normal(size=shape).astype(np.float32)
@@ -519,7 +519,7 @@ def test_false_positive_patches_are_cut_where_the_model_fires_off_the_nodules():
 
 
 def test_dihedral_patches_move_each_mask_with_its_image_through_all_eight_orientations():
-    from lunglib.segment import dihedral_patches
+    from lunglib.inference.segment import dihedral_patches
 
     rng = np.random.default_rng(3)
     images = rng.normal(size=(400, 6, 6, 3)).astype(np.float32)

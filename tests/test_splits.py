@@ -7,7 +7,13 @@ import json
 import numpy as np
 import pytest
 
-from lunglib.splits import Split, SplitOverlapError, load_split, patient_kfold, patient_split
+from lunglib.evaluation.splits import (
+    Split,
+    SplitOverlapError,
+    load_split,
+    patient_kfold,
+    patient_split,
+)
 
 
 def _cohort(n_patients=120, seed=0):

@@ -1,4 +1,4 @@
-"""lunglib.synthetic: the embedded cohort read back through lunglib's own DICOM loader."""
+"""lunglib.synthetic.cohort: the embedded cohort read back through lunglib's own DICOM loader."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lunglib import synthetic
-from lunglib.dicom import list_series, load_scan
+from lunglib.io.dicom import list_series, load_scan
+from lunglib.synthetic import cohort as synthetic
 
 SEED = 11
 MATRIX = 96  # small slices keep the tests quick; the geometry rules are the same at 128 or 512
@@ -282,7 +282,7 @@ def test_a_second_process_waits_for_the_cohort_being_written(tmp_path: Path) -> 
 
     out = tmp_path / "c"
     child = (
-        "from lunglib import synthetic\nprint('ready', flush=True)\n"
+        "from lunglib.synthetic import cohort as synthetic\nprint('ready', flush=True)\n"
         f"synthetic.ensure_cohort({str(out)!r}, n_patients=2, seed=4, matrix=48, workers=1, "
         "progress=True)\nprint('done', flush=True)\n"
     )
@@ -347,7 +347,7 @@ def test_difficulty_moves_malignant_and_benign_sizes_together() -> None:
 def test_default_malignant_nodules_survive_the_course_resolution(tmp_path: Path) -> None:
     """At the course's (32, 64, 64) lung box a default malignant nodule is a blob, not a voxel."""
     from lunglib.datasets.synthetic import SyntheticDataset
-    from lunglib.preprocess import prepare
+    from lunglib.preprocess.steps import prepare
 
     out = synthetic.write_cohort(tmp_path / "c", n_patients=2, seed=SEED, workers=1,
                                  cancer_fraction=1.0, progress=False)

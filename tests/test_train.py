@@ -8,9 +8,9 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from lunglib.cnn import build_cnn  # noqa: E402
-from lunglib.segment import dihedral_patches  # noqa: E402
-from lunglib.train import (  # noqa: E402
+from lunglib.inference.segment import dihedral_patches  # noqa: E402
+from lunglib.models.cnn import build_cnn  # noqa: E402
+from lunglib.training.train import (  # noqa: E402
     EpochAugmented,
     class_weights,
     predict_proba,
@@ -204,10 +204,10 @@ def test_same_seed_same_weights():
 @pytest.fixture(scope="module")
 def synthetic_cache(tmp_path_factory):
     """The default-difficulty synthetic cohort (small), prepared like the course's notebook 04."""
-    from lunglib.cache import cache_dataset
     from lunglib.datasets import open_dataset
+    from lunglib.preprocess.cache import cache_dataset
     from lunglib.settings import Settings
-    from lunglib.synthetic import write_cohort
+    from lunglib.synthetic.cohort import write_cohort
 
     root = tmp_path_factory.mktemp("learn")
     cohort = write_cohort(root / "cohort", n_patients=48, seed=11, matrix=64, progress=False)
@@ -218,7 +218,7 @@ def synthetic_cache(tmp_path_factory):
 def test_nodule_cubes_sit_on_the_largest_nodule_and_in_healthy_lung(synthetic_cache):
     from scipy import ndimage
 
-    from lunglib.inputs import nodule_cubes
+    from lunglib.training.inputs import nodule_cubes
 
     ids = synthetic_cache.ids[:8]
     x, y, groups = nodule_cubes(synthetic_cache, ids, shape=(10, 18, 18), n_negatives=3,
@@ -245,7 +245,7 @@ def test_nodule_cubes_sit_on_the_largest_nodule_and_in_healthy_lung(synthetic_ca
 
 
 def test_nodule_cubes_need_nodule_masks(synthetic_cache, monkeypatch):
-    from lunglib.inputs import nodule_cubes
+    from lunglib.training.inputs import nodule_cubes
 
     real_load = synthetic_cache.load
 
@@ -258,7 +258,7 @@ def test_nodule_cubes_need_nodule_masks(synthetic_cache, monkeypatch):
 
 
 def test_hard_negatives_are_the_windows_the_model_finds_most_suspicious():
-    from lunglib.train import hard_negatives
+    from lunglib.training.train import hard_negatives
 
     # a "model" whose score rises with the mean brightness of its window
     model = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.GlobalAveragePooling3D(),
@@ -281,8 +281,8 @@ def test_hard_negatives_score_every_window_as_the_patch_model_does(window, shape
     # offset); the scores must be the patch model's own, window by window.
     from numpy.lib.stride_tricks import sliding_window_view
 
-    from lunglib.cnn import build_cnn
-    from lunglib.train import _window_scores, hard_negatives
+    from lunglib.models.cnn import build_cnn
+    from lunglib.training.train import _window_scores, hard_negatives
 
     keras.utils.set_random_seed(2)
     model = build_cnn((*window, 1), n_conv_layers=2, filters=4, dense_units=6, padding="valid")
@@ -310,8 +310,8 @@ def test_learns_the_synthetic_cohort_above_chance(synthetic_cache):
     """
     from sklearn.metrics import roc_auc_score
 
-    from lunglib.splits import patient_split
-    from lunglib.train import cache_arrays, fit_scan_classifier
+    from lunglib.evaluation.splits import patient_split
+    from lunglib.training.train import cache_arrays, fit_scan_classifier
 
     labels = synthetic_cache.labels()
     ids = sorted(labels)

@@ -10,7 +10,7 @@ import pytest
 
 kt = pytest.importorskip("keras_tuner")
 
-from lunglib.tune import (  # noqa: E402
+from lunglib.training.tune import (  # noqa: E402
     SEARCH_SPACE,
     CNNHyperModel,
     best_config,

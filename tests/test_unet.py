@@ -7,8 +7,8 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from lunglib.seg_metrics import dice  # noqa: E402
-from lunglib.unet import build_unet, dice_bce_loss, dice_coef, iou_coef, resize_unet  # noqa: E402
+from lunglib.evaluation.segmentation import dice  # noqa: E402
+from lunglib.models.unet import build_unet, dice_bce_loss, dice_coef, iou_coef, resize_unet  # noqa: E402
 
 
 def test_2d_and_3d_models_have_matching_output_shapes():
@@ -147,7 +147,7 @@ def tubes_and_balls(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.slow
 def test_neighbouring_slices_as_channels_tell_vessels_from_nodules():
     """The 2.5D input (context) separates what a single slice cannot."""
-    from lunglib.segment import predict_volume, sample_patches
+    from lunglib.inference.segment import predict_volume, sample_patches
 
     rng = np.random.default_rng(3)
     train = [tubes_and_balls(rng) for _ in range(4)]

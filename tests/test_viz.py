@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lunglib.viz import (  # noqa: E402
+from lunglib.viz.viewer import (  # noqa: E402
     WINDOWS,
     SliceViewer,
     has_widget_frontend,

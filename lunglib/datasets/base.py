@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lunglib.dicom import CTScan
-from lunglib.qc import QCFinding
+from lunglib.io.dicom import CTScan
+from lunglib.io.qc import QCFinding
 
 
 class CTDataset(abc.ABC):

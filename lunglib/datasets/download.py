@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lunglib import __version__
-from lunglib.qc import QCFinding
+from lunglib._version import __version__
+from lunglib.io.qc import QCFinding
 
 NBIA_API = "https://services.cancerimagingarchive.net/nbia-api/services/v1"
 PARTIAL = ".partial"

@@ -16,8 +16,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from lunglib.datasets.base import CTDataset
-from lunglib.dicom import CTScan, load_scan
-from lunglib.qc import QCFinding
+from lunglib.io.dicom import CTScan, load_scan
+from lunglib.io.qc import QCFinding
 from lunglib.settings import read_labels
 
 LABEL_FILES = ("stage1_labels.csv", "labels.csv")

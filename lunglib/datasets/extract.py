@@ -26,10 +26,10 @@ import numpy as np
 import pydicom
 from scipy import ndimage
 
-from lunglib.atomic import atomic_path
 from lunglib.datasets.lidc import LIDCDataset, LidcNodule
-from lunglib.dicom import CTScan, DicomLoadError
-from lunglib.qc import QCFinding
+from lunglib.io.atomic import atomic_path
+from lunglib.io.dicom import CTScan, DicomLoadError
+from lunglib.io.qc import QCFinding
 
 # (name in the npz, name in the LIDC XML)
 RATING_FIELDS = (

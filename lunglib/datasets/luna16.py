@@ -7,7 +7,7 @@ Layout of the challenge download::
     <root>/candidates.csv     seriesuid,coordX,coordY,coordZ,class         (or candidates_V2.csv)
 
 Coordinates are patient (world) millimetres, x y z, the same LPS frame as the image's origin and
-direction; :meth:`lunglib.dicom.CTScan.world_to_voxel` turns them into (z, y, x) voxel indices.
+direction; :meth:`lunglib.io.dicom.CTScan.world_to_voxel` turns them into (z, y, x) voxel indices.
 Nodule masks are spheres of the annotated diameter. Patient ids are the series UIDs (LUNA16 has
 one scan per id). LUNA16 gives no diagnosis: :meth:`LUNA16Dataset.label` is ``None`` unless
 labels are given, or ``label_from_annotations=True`` (1 = at least one annotated nodule).
@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from lunglib.datasets.base import CTDataset
-from lunglib.dicom import AIR_HU, LOWEST_CT_HU, CTScan, DicomLoadError, pseudonymize
-from lunglib.qc import QCFinding
+from lunglib.io.dicom import AIR_HU, LOWEST_CT_HU, CTScan, DicomLoadError, pseudonymize
+from lunglib.io.qc import QCFinding
 from lunglib.settings import read_labels
 
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")

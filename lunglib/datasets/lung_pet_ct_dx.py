@@ -22,8 +22,8 @@ import numpy as np
 import pydicom
 
 from lunglib.datasets.base import CTDataset
-from lunglib.dicom import CTScan, load_scan
-from lunglib.qc import QCFinding
+from lunglib.io.dicom import CTScan, load_scan
+from lunglib.io.qc import QCFinding
 
 HISTOLOGY = {
     "A": "adenocarcinoma",

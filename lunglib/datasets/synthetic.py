@@ -1,7 +1,7 @@
 """The embedded synthetic cohort (:mod:`lunglib.synthetic`): DSB2017 layout plus ground truth.
 
 ``<root>/ground_truth/<patient id>.npz`` holds ``nodule_labels`` (0 background, k = nodule k)
-and ``lung_mask``, both in the voxel grid that :func:`lunglib.dicom.load_scan` returns.
+and ``lung_mask``, both in the voxel grid that :func:`lunglib.io.dicom.load_scan` returns.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from lunglib.datasets.dsb2017 import DSB2017Dataset
-from lunglib.dicom import CTScan
+from lunglib.io.dicom import CTScan
 
 
 class SyntheticDataset(DSB2017Dataset):

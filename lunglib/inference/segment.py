@@ -27,8 +27,8 @@ import pandas as pd
 from scipy import ndimage
 from skimage import measure
 
-from lunglib.preprocess import check_patch_shape as _check_shape
-from lunglib.preprocess import extract_patch
+from lunglib.preprocess.steps import check_patch_shape as _check_shape
+from lunglib.preprocess.steps import extract_patch
 
 CANDIDATE_COLUMNS = [
     "candidate", "peak_prob", "mean_prob", "volume_mm3", "diameter_mm", "n_voxels",
@@ -57,7 +57,7 @@ def sample_patches(
     Parameters
     ----------
     image : ndarray (z, y, x) or (y, x)
-        Model-ready intensities (e.g. :func:`lunglib.preprocess.window` output).
+        Model-ready intensities (e.g. :func:`lunglib.preprocess.steps.window` output).
     nodule_mask : ndarray, same shape
         Nonzero inside nodules (a label image with k = nodule k works too).
     lung_mask : ndarray, same shape
@@ -252,7 +252,7 @@ def false_positive_patches(
     Run a first model over a *training* scan (:func:`predict_volume`), then cut ``n`` patches
     centred on random voxels with ``prob > threshold`` that lie at least ``margin`` voxels from
     every nodule -- the model's own false positives, the way
-    :func:`lunglib.train.hard_negatives` mines them for a classifier. Add them to the training
+    :func:`lunglib.training.hard_negatives` mines them for a classifier. Add them to the training
     patches and train again (or fine-tune).
 
     Parameters
@@ -359,7 +359,7 @@ def slice_window(
     """In-plane size of the lung box (grown by ``margin``) rounded up to ``multiple``.
 
     The window that covers a whole axial slice of the lungs in one go: resize a 2D U-Net to it
-    (:func:`lunglib.unet.resize_unet`, ``multiple = 2 ** depth``) and pass it to
+    (:func:`lunglib.models.unet.resize_unet`, ``multiple = 2 ** depth``) and pass it to
     :func:`predict_volume` as ``patch_shape`` for fast per-slice inference.
     """
     box = lung_box(lung_mask, lung_mask.shape, (0, margin, margin))
@@ -595,7 +595,7 @@ def label_candidates(
 
     The one place where candidates are cut out of a probability map, so that
     :func:`candidate_mask`, :func:`find_candidates` and the post-processing search of
-    :func:`lunglib.seg_metrics.choose_postprocessing` agree on them.
+    :func:`lunglib.evaluation.segmentation.choose_postprocessing` agree on them.
     """
     if connectivity not in (1, 2, 3):
         raise ValueError(f"connectivity must be 1, 2 or 3, got {connectivity}")

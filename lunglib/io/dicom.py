@@ -13,7 +13,7 @@ The three things students most often get wrong, and that this module gets right:
 
 What is wrong with an input is either an error that names the file and the reason
 (:class:`DicomLoadError`), or -- when the rest of the series is fine -- a recorded
-:class:`~lunglib.qc.QCFinding` in ``CTScan.qc``:
+:class:`~lunglib.io.qc.QCFinding` in ``CTScan.qc``:
 
 =============================================  ===================================================
 input                                          outcome
@@ -55,7 +55,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels import get_decoder, pixel_array
 
-from lunglib.qc import QCFinding
+from lunglib.io.qc import QCFinding
 
 AIR_HU = -1000
 _T = TypeVar("_T")

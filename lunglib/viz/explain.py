@@ -3,7 +3,7 @@
 Selvaraju et al. (2017): the gradient of the class score with respect to the last convolution
 layer's feature maps, averaged over space, weights those maps; their weighted sum, passed through
 a ReLU and upsampled to the input size, is the heat map. Works for the 2D and 3D models of
-:func:`lunglib.cnn.build_cnn` and for any Keras model with a convolution layer.
+:func:`lunglib.models.cnn.build_cnn` and for any Keras model with a convolution layer.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from scipy import ndimage
 def last_conv_layer(model) -> str:
     """Name of the last convolution layer of a Keras model.
 
-    Fully connected layers that :func:`lunglib.cnn.convolutionalize` turned into convolutions
+    Fully connected layers that :func:`lunglib.models.cnn.convolutionalize` turned into convolutions
     (names ending in ``_as_conv``) hold no image features and are skipped.
     """
     import keras

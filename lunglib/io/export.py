@@ -18,8 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from lunglib.atomic import atomic_path
-from lunglib.dicom import CTScan
+from lunglib.io.atomic import atomic_path
+from lunglib.io.dicom import CTScan
 
 
 def _atomic(path: Path, write) -> Path:
@@ -146,7 +146,7 @@ def save_dicom_seg(
     import highdicom as hd
     from pydicom.sr.codedict import codes
 
-    import lunglib
+    from lunglib._version import __version__
 
     mask = _check_mask(mask, scan)
     n_segments = int(mask.max(initial=0))
@@ -177,7 +177,7 @@ def save_dicom_seg(
     else:
         algorithm_type = hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC
         algorithm = hd.AlgorithmIdentificationSequence(
-            name=algorithm_name, version=lunglib.__version__,
+            name=algorithm_name, version=__version__,
             family=codes.cid7162.ArtificialIntelligence,
         )
     # highdicom numbers segments 1..K without gaps: renumber the values present, keep labels.
@@ -206,7 +206,7 @@ def save_dicom_seg(
         instance_number=1,
         manufacturer="lunglib",
         manufacturer_model_name="lunglib",
-        software_versions=lunglib.__version__,
+        software_versions=__version__,
         device_serial_number="none",
         series_description=series_description,
     )

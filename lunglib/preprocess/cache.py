@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lunglib.atomic import write_bytes_atomic
 from lunglib.datasets.base import CTDataset
-from lunglib.preprocess import PREPROCESS_VERSION, PrepareOptions, prepare
-from lunglib.qc import summarize
+from lunglib.io.atomic import write_bytes_atomic
+from lunglib.io.qc import summarize
+from lunglib.preprocess.steps import PREPROCESS_VERSION, PrepareOptions, prepare
 from lunglib.settings import Settings
 
 QC_COLUMNS = (

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from lunglib.atomic import atomic_path, write_text_atomic
+from lunglib.io.atomic import atomic_path, write_text_atomic
 
 
 def bundle_paths(folder: str | os.PathLike, name: str) -> tuple[Path, Path]:

@@ -327,7 +327,7 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     lung_mask : ndarray
         Lung mask in the scan's grid, outlined on the slices.
     candidates : DataFrame
-        From :func:`lunglib.segment.find_candidates`; the most probable ones are circled.
+        From :func:`lunglib.inference.segment.find_candidates`; the most probable ones are circled.
     summary : mapping
         ``cancer_probability``, ``threshold`` and ``notes`` as in
         :meth:`lunglib.predict.Prediction.summary`.
@@ -340,7 +340,7 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     import matplotlib.pyplot as plt
     from matplotlib.patches import Circle
 
-    from lunglib.atomic import write_bytes_atomic
+    from lunglib.io.atomic import write_bytes_atomic
 
     top = candidates.head(n_slices) if len(candidates) else None
     if top is not None:

@@ -2,7 +2,7 @@
 
 The search space is data -- a dict ``{hyperparameter: [candidate values]}`` (:data:`SEARCH_SPACE`
 is the course default). :class:`CNNHyperModel` turns every entry into a ``hp.Choice``; entries
-that :func:`lunglib.cnn.build_cnn` takes shape the model, ``batch_size`` and ``epochs`` shape
+that :func:`lunglib.models.cnn.build_cnn` takes shape the model, ``batch_size`` and ``epochs`` shape
 ``fit`` (that is how keras-tuner tunes them). :func:`run_search` runs ``keras_tuner.GridSearch``
 or ``keras_tuner.RandomSearch``, scores every trial on the validation split only, and returns a
 tidy DataFrame with one row per trial.
@@ -25,9 +25,9 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 
-from lunglib.atomic import write_text_atomic
-from lunglib.cnn import build_cnn
-from lunglib.train import class_weights
+from lunglib.io.atomic import write_text_atomic
+from lunglib.models.cnn import build_cnn
+from lunglib.training.train import class_weights
 
 SEARCH_SPACE: dict[str, list] = {
     "n_conv_layers": [2, 3],
@@ -78,7 +78,7 @@ def grid(space: Mapping[str, Sequence]) -> list[dict]:
 
 
 class CNNHyperModel(kt.HyperModel):
-    """:func:`lunglib.cnn.build_cnn` with hyperparameters drawn from a declared space.
+    """:func:`lunglib.models.cnn.build_cnn` with hyperparameters drawn from a declared space.
 
     Parameters
     ----------
@@ -257,7 +257,7 @@ def run_search(
     fixed
         ``build_cnn`` arguments held constant.
     class_weight
-        ``"balanced"``, a dict or None (as in :func:`lunglib.train.train_model`).
+        ``"balanced"``, a dict or None (as in :func:`lunglib.training.train.train_model`).
     patience
         Early stopping on ``objective`` inside each trial; None trains every epoch.
 

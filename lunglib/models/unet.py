@@ -3,7 +3,7 @@
 ``build_unet`` returns a compiled Keras model; it is 2D when ``input_shape`` has three entries
 (height, width, channels) and 3D when it has four (depth, height, width, channels). The metrics
 here are Keras tensors-in, tensor-out functions for training; for evaluation on numpy masks
-(per case, with the Hausdorff distance) use :mod:`lunglib.seg_metrics`, which needs no TensorFlow.
+(per case, with the Hausdorff distance) use :mod:`lunglib.evaluation`, which needs no TensorFlow.
 """
 
 from __future__ import annotations

@@ -51,8 +51,8 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
-from lunglib.dicom import CTScan
-from lunglib.qc import QCFinding
+from lunglib.io.dicom import CTScan
+from lunglib.io.qc import QCFinding
 from lunglib.settings import Settings
 
 #: Bump when a change to this module changes prepared volumes (it is part of the cache key).

@@ -1,7 +1,7 @@
 """The ``tf.data`` input pipeline: prepared volumes streamed from the cache, one file at a time.
 
 Training never needs every volume in memory: the pipeline reads ``<id>.npz`` files from a
-:class:`lunglib.cache.CacheIndex` as it goes, optionally augments them in a parallel ``map``
+:class:`lunglib.preprocess.CacheIndex` as it goes, optionally augments them in a parallel ``map``
 (training split only), batches and prefetches.
 """
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from lunglib.augment import Transform, tf_augment
-from lunglib.cache import CacheIndex
-from lunglib.preprocess import extract_patch
+from lunglib.augment.transforms import Transform, tf_augment
+from lunglib.preprocess.cache import CacheIndex
+from lunglib.preprocess.steps import extract_patch
 
 TARGETS = ("label", "nodule_mask", "lung_mask")
 SPLITS = ("train", "val", "test")
@@ -36,7 +36,7 @@ def make_dataset(
     Parameters
     ----------
     index : CacheIndex
-        From :func:`lunglib.cache.cache_dataset`.
+        From :func:`lunglib.preprocess.cache.cache_dataset`.
     ids : sequence of str
         The patients of this split.
     split : {"train", "val", "test"}
@@ -53,7 +53,7 @@ def make_dataset(
     seed : int, default 42
         Seeds the shuffle and the per-volume augmentation draws.
     mean : float, optional
-        Training-split mean from :func:`lunglib.preprocess.fit_zero_center`, subtracted.
+        Training-split mean from :func:`lunglib.preprocess.steps.fit_zero_center`, subtracted.
     repeat : bool, default False
 
     Returns
@@ -147,7 +147,7 @@ def nodule_cubes(
     is the suspicious one, in a healthy one it is a benign look-alike -- and ``n_negatives``
     cubes centred on lung voxels at least four voxels away from every nodule are labelled 0.
     A model trained on them is slid over whole scans with
-    :func:`lunglib.cnn.convolutionalize`.
+    :func:`lunglib.models.cnn.convolutionalize`.
 
     Parameters
     ----------

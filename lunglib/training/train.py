@@ -46,7 +46,7 @@ def cache_arrays(index, ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     """Stack cached volumes and labels: ``x`` (n, z, y, x, 1) float32, ``y`` (n,) int.
 
     For small cohorts and for keras-tuner, which takes arrays; training itself can stream from
-    the cache with :func:`lunglib.inputs.make_dataset` instead.
+    the cache with :func:`lunglib.training.inputs.make_dataset` instead.
     """
     labels = index.labels(ids)
     missing = [pid for pid in ids if pid not in labels]
@@ -63,7 +63,7 @@ def training_arrays(source, size: int = 40) -> tuple[np.ndarray, np.ndarray, np.
     Parameters
     ----------
     source
-        A :class:`lunglib.cache.CacheIndex` (one prepared volume and label per patient) or a
+        A :class:`lunglib.preprocess.CacheIndex` (one prepared volume and label per patient) or a
         :class:`lunglib.datasets.PatchSet` (LIDC format: benign <= 2 vs malignant >= 4, rating 3
         left out, patches made by :func:`patch_inputs` with the outline as second channel).
     size
@@ -208,7 +208,7 @@ class EpochAugmented(keras.utils.PyDataset):
     """Training batches from ``(x, y)`` arrays, shuffled and augmented afresh every epoch.
 
     For augmentations written in NumPy over whole arrays, such as
-    :func:`lunglib.segment.dihedral_patches`, which turns image patches and their masks
+    :func:`lunglib.inference.segment.dihedral_patches`, which turns image patches and their masks
     together. Give it to ``model.fit`` in place of the training arrays; validation data stays
     as it is.
 
@@ -227,7 +227,7 @@ class EpochAugmented(keras.utils.PyDataset):
 
     Examples
     --------
-    >>> from lunglib.segment import dihedral_patches
+    >>> from lunglib.inference.segment import dihedral_patches
     >>> batches = EpochAugmented(x_train, y_train, dihedral_patches, seed=42)  # doctest: +SKIP
     >>> history = model.fit(batches, validation_data=(x_val, y_val), epochs=20)  # doctest: +SKIP
     """
@@ -331,7 +331,7 @@ def train_model(
     Parameters
     ----------
     model
-        A compiled model, e.g. from :func:`lunglib.cnn.build_cnn`.
+        A compiled model, e.g. from :func:`lunglib.models.cnn.build_cnn`.
     train_data, val_data
         ``(x, y)`` arrays or batched ``tf.data.Dataset`` of ``(x, y)``. Arrays are batched with
         ``batch_size``; the training arrays are shuffled (seeded) and augmented.
@@ -464,7 +464,7 @@ def _window_scores(
     Where ``stride`` divides the model's own output stride the convolutionalized model scores
     whole volumes at once (one pass per offset); otherwise each window is cut and scored.
     """
-    from lunglib.cnn import convolutionalize, output_stride
+    from lunglib.models.cnn import convolutionalize, output_stride
 
     window = tuple(int(s) for s in model.input_shape[1:-1])
     positions = [np.arange(0, n - w + 1, s)
@@ -527,22 +527,22 @@ def fit_scan_classifier(
 ) -> tuple[keras.Model, keras.Model]:
     """Notebook 04's recipe in one call: a whole-scan cancer classifier from nodule cubes.
 
-    1. :func:`lunglib.inputs.nodule_cubes` of the training and validation patients;
-    2. a ``padding="valid"`` patch CNN (:func:`lunglib.cnn.build_cnn`, two blocks by default)
+    1. :func:`lunglib.training.inputs.nodule_cubes` of the training and validation patients;
+    2. a ``padding="valid"`` patch CNN (:func:`lunglib.models.cnn.build_cnn`, two blocks by default)
        trained with flips and early stopping on the validation cubes;
     3. :func:`hard_negatives` from the healthy training scans, then ``epochs // 2`` more epochs;
-    4. :func:`lunglib.cnn.convolutionalize` to the cached volume shape.
+    4. :func:`lunglib.models.cnn.convolutionalize` to the cached volume shape.
 
     Parameters
     ----------
-    index : lunglib.cache.CacheIndex
+    index : lunglib.preprocess.cache.CacheIndex
         Prepared volumes with nodule masks.
     train_ids, val_ids : sequence of str
         Patients of the training and validation splits (the test split is never touched).
     cube, hard_per_scan, epochs, patience, batch_size, seed
         As in notebook 04's parameters.
     **build_kwargs
-        Overrides for :func:`lunglib.cnn.build_cnn` (defaults: 2 blocks, 8 filters, dense 16,
+        Overrides for :func:`lunglib.models.cnn.build_cnn` (defaults: 2 blocks, 8 filters, dense 16,
         dropout 0.3, L2 1e-4).
 
     Returns
@@ -550,8 +550,8 @@ def fit_scan_classifier(
     classifier, patch_model
         Whole scan in, probability out; and the cube model it was made from.
     """
-    from lunglib.cnn import build_cnn, convolutionalize
-    from lunglib.inputs import nodule_cubes
+    from lunglib.models.cnn import build_cnn, convolutionalize
+    from lunglib.training.inputs import nodule_cubes
 
     x_fit, y_fit, _ = nodule_cubes(index, train_ids, cube, seed=seed)
     val = nodule_cubes(index, val_ids, cube, seed=seed + 1)[:2]

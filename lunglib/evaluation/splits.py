@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 
-from lunglib.atomic import write_text_atomic
+from lunglib.io.atomic import write_text_atomic
 
 
 class SplitOverlapError(ValueError):

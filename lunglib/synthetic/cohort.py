@@ -43,7 +43,7 @@ from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from scipy import ndimage
 
-from lunglib.atomic import write_bytes_atomic, write_text_atomic
+from lunglib.io.atomic import write_bytes_atomic, write_text_atomic
 from lunglib.settings import default_data_root
 
 DEFAULT_N_PATIENTS = 80
@@ -1241,7 +1241,7 @@ def load_ground_truth(cohort_dir: str | os.PathLike, patient_id: str) -> dict[st
     if not npz_path.is_file() or not record_path.is_file():
         raise FileNotFoundError(
             f"{npz_path}: no ground truth for patient {patient_id!r} in {cohort_dir}; is this a "
-            "cohort written by lunglib.synthetic.write_cohort (python -m lunglib synth)?"
+            "cohort written by lunglib.synthetic.cohort.write_cohort (python -m lunglib synth)?"
         )
     with np.load(npz_path) as data:
         out: dict[str, object] = {name: data[name] for name in data.files}

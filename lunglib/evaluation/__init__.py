@@ -1,0 +1,62 @@
+"""Evaluation: patient-level splits, classification and segmentation metrics, choices on validation.
+
+:mod:`~lunglib.evaluation.splits` keeps every patient on one side of a split;
+:mod:`~lunglib.evaluation.classification` scores probabilities (thresholds, bootstrap CIs);
+:mod:`~lunglib.evaluation.segmentation` scores masks (Dice, IoU, HD95, per nodule).
+"""
+
+from lunglib.evaluation.classification import (
+    THRESHOLD_RULES,
+    BinaryEvaluation,
+    aggregate_by_group,
+    bootstrap_ci,
+    calibration_table,
+    choose_threshold,
+    classification_metrics,
+    confusion_table,
+    evaluate_binary,
+)
+from lunglib.evaluation.segmentation import (
+    choose_postprocessing,
+    dice,
+    dice_global,
+    error_breakdown,
+    hausdorff95,
+    iou,
+    iou_global,
+    score_cases,
+    score_nodules,
+)
+from lunglib.evaluation.splits import (
+    Split,
+    SplitOverlapError,
+    load_split,
+    patient_kfold,
+    patient_split,
+)
+
+__all__ = [
+    "THRESHOLD_RULES",
+    "BinaryEvaluation",
+    "Split",
+    "SplitOverlapError",
+    "aggregate_by_group",
+    "bootstrap_ci",
+    "calibration_table",
+    "choose_postprocessing",
+    "choose_threshold",
+    "classification_metrics",
+    "confusion_table",
+    "dice",
+    "dice_global",
+    "error_breakdown",
+    "evaluate_binary",
+    "hausdorff95",
+    "iou",
+    "iou_global",
+    "load_split",
+    "patient_kfold",
+    "patient_split",
+    "score_cases",
+    "score_nodules",
+]

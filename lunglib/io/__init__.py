@@ -1,0 +1,40 @@
+"""Reading and writing: DICOM series in, masks out, atomic writes and QC findings.
+
+:mod:`~lunglib.io.dicom` reads a CT series into Hounsfield units with its geometry;
+:mod:`~lunglib.io.export` writes masks as NIfTI or DICOM SEG; :mod:`~lunglib.io.qc` is the one
+record of a data-quality problem; :mod:`~lunglib.io.atomic` writes files all-or-nothing.
+"""
+
+from lunglib.io.atomic import atomic_path, write_bytes_atomic, write_text_atomic
+from lunglib.io.dicom import (
+    AIR_HU,
+    LOWEST_CT_HU,
+    CTScan,
+    DicomLoadError,
+    SeriesInfo,
+    list_series,
+    load_scan,
+    load_scans,
+    pseudonymize,
+)
+from lunglib.io.export import save_dicom_seg, save_nifti
+from lunglib.io.qc import QCFinding, summarize
+
+__all__ = [
+    "AIR_HU",
+    "LOWEST_CT_HU",
+    "CTScan",
+    "DicomLoadError",
+    "QCFinding",
+    "SeriesInfo",
+    "atomic_path",
+    "list_series",
+    "load_scan",
+    "load_scans",
+    "pseudonymize",
+    "save_dicom_seg",
+    "save_nifti",
+    "summarize",
+    "write_bytes_atomic",
+    "write_text_atomic",
+]

@@ -1,0 +1,16 @@
+"""Models: the course CNN, the U-Net, hand-made outline features, and saved model bundles.
+
+Importing this package is cheap; Keras loads when a model builder is first used.
+"""
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "bundle": ["bundle_paths", "load_bundle", "save_bundle"],
+        "cnn": ["HEADS", "build_cnn", "convolutionalize", "max_conv_layers", "output_stride"],
+        "features": ["FEATURE_NAMES", "outline_features"],
+        "unet": ["build_unet", "dice_bce_loss", "dice_coef", "iou_coef", "resize_unet"],
+    },
+)
