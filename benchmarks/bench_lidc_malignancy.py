@@ -399,8 +399,9 @@ BEST_CONFIG = {
 
 def run_best(x, data, tr_all, va, te, seeds, epochs=40, patience=8):
     """Train on every training patch, rating 3 included, with the soft target (rating - 1) / 4."""
+    from lunglib.augment import dihedral_augment
     from lunglib.models.cnn import build_cnn
-    from lunglib.training.train import dihedral_augment, set_seed, train_model
+    from lunglib.training.train import set_seed, train_model
 
     soft = (data["rating"] - 1) / 4.0
     va_fit = rated(data, va)
@@ -453,8 +454,9 @@ def run_consensus(x, data, tr_all, va, te, seeds, multitask=False, aux_weight=0.
     """
     import tensorflow as tf
 
+    from lunglib.augment import dihedral_augment
     from lunglib.models.cnn import build_cnn
-    from lunglib.training.train import dihedral_augment, set_seed, train_model
+    from lunglib.training.train import set_seed, train_model
 
     soft = ((data["reader_mean"] - 1) / 4.0).astype(np.float32)
     aux = data["characteristics"]

@@ -35,7 +35,7 @@ off the nodules (``false_positive_patches``) and fine-tunes ``--hard-epochs``
 more epochs on all patches plus these; ``--min-peaks`` adds a minimum peak probability per
 candidate to the post-processing grid (``candidate_mask(min_peak=...)``); ``--augment`` gives
 every training patch and its mask one of the 8 in-plane rotations/mirrorings, drawn afresh each
-epoch (``lunglib.inference.segment.dihedral_patches``; no extra patches, so no extra training time);
+epoch (``lunglib.augment.dihedral_patches``; no extra patches, so no extra training time);
 ``--thresholds`` sets the threshold grid. Every variant (round 1 or 2, with or without flips)
 gets its own post-processing chosen on validation; the variant with the best validation Dice is
 the one reported in full; the test patients are scored once per variant, and all are printed so
@@ -372,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="minimum-peak grid for the validation choice (0 = none)")
     parser.add_argument("--augment", action="store_true",
                         help="rotate and mirror the training patches in-plane with their masks, "
-                             "drawn afresh every epoch (segment.dihedral_patches)")
+                             "drawn afresh every epoch (augment.dihedral_patches)")
     parser.add_argument("--members", type=int, default=1,
                         help="train this many models (seeds --seed, --seed + 1, ...) on the same "
                              "split, each with the whole recipe, and score the mean of their "
@@ -399,6 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     import keras
     from scipy import ndimage
 
+    from lunglib.augment import dihedral_patches
     from lunglib.evaluation.segmentation import (
         choose_postprocessing,
         dice,
@@ -412,7 +413,6 @@ def main(argv: list[str] | None = None) -> int:
     from lunglib.inference.segment import (
         candidate_mask,
         context_step_for,
-        dihedral_patches,
         false_positive_patches,
         predict_volume,
         sample_patches,

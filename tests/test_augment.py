@@ -132,3 +132,37 @@ def test_tf_augment_in_a_parallel_tf_data_map_keeps_alignment_and_repeats():
         np.testing.assert_array_equal(out, again)
         np.testing.assert_array_equal(out_mask, again_mask)
     assert len({out_mask.tobytes() for _, out_mask in first}) > 1
+
+
+def test_every_view_is_undone_exactly_and_the_eight_are_distinct():
+    from lunglib.augment import VIEWS, apply_view, undo_view
+
+    x = np.arange(2 * 5 * 5 * 3, dtype=float).reshape(2, 5, 5, 3)
+    seen = set()
+    for view in VIEWS["dihedral"]:
+        turned = apply_view(x, view)
+        np.testing.assert_array_equal(undo_view(turned, view), x)
+        seen.add(turned.tobytes())
+    assert len(seen) == 8
+
+
+def test_predict_tta_maps_dense_outputs_back_and_averages_scores():
+    from lunglib.augment import predict_tta
+
+    rng = np.random.default_rng(0)
+    x = rng.random((3, 6, 6, 1))
+    # an equivariant "segmenter" (identity) must come back unchanged after all eight views
+    np.testing.assert_allclose(predict_tta(lambda b: b, x, "dihedral", dense=True), x)
+    # a position-dependent "segmenter" (adds a ramp) averages the ramp over the 8 orientations
+    ramp = np.arange(6.0)[None, :, None, None] * np.ones((1, 6, 6, 1))
+    out = predict_tta(lambda b: b + ramp, x, "dihedral", dense=True)
+    np.testing.assert_allclose(out - x, np.full_like(x, 2.5))  # mean of 0..5 over the orientations
+    # a classifier scoring the top-left pixel sees each corner twice over the 8 views
+    corner = predict_tta(lambda b: b[:, 0, 0, 0], x, "dihedral")
+    corners = x[:, [0, 0, -1, -1], [0, -1, 0, -1], 0].mean(axis=1)
+    np.testing.assert_allclose(corner, corners)
+    np.testing.assert_allclose(predict_tta(lambda b: b[:, 0, 0, 0], x, "none"), x[:, 0, 0, 0])
+    with pytest.raises(ValueError, match="square"):
+        predict_tta(lambda b: b, np.zeros((1, 4, 6, 1)), "dihedral")
+    with pytest.raises(ValueError, match="views must be one of"):
+        predict_tta(lambda b: b, x, "sideways")

@@ -519,7 +519,7 @@ def test_false_positive_patches_are_cut_where_the_model_fires_off_the_nodules():
 
 
 def test_dihedral_patches_move_each_mask_with_its_image_through_all_eight_orientations():
-    from lunglib.inference.segment import dihedral_patches
+    from lunglib.augment import dihedral_patches
 
     rng = np.random.default_rng(3)
     images = rng.normal(size=(400, 6, 6, 3)).astype(np.float32)

@@ -8,7 +8,7 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from lunglib.inference.segment import dihedral_patches  # noqa: E402
+from lunglib.augment import dihedral_patches  # noqa: E402
 from lunglib.models.cnn import build_cnn  # noqa: E402
 from lunglib.training.train import (  # noqa: E402
     EpochAugmented,

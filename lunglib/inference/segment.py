@@ -9,8 +9,6 @@
 - :func:`find_candidates` turns a probability map into a table of nodule candidates with
   volume, equivalent diameter, centroid (voxel and mm) and peak probability;
   :func:`candidate_mask` keeps the voxels of the candidates above a minimum volume.
-- :func:`dihedral_patches` rotates and mirrors training patches with their masks (augmentation
-  drawn afresh each epoch).
 
 The model is anything with a Keras-style ``predict(batch, batch_size=..., verbose=0)`` that
 maps ``(n, *patch_shape, channels)`` to probabilities of shape ``(n, *patch_shape, 1)``; this
@@ -185,53 +183,6 @@ def _cut_patches(
     if planar:
         return images[:, 0], masks[:, 0]
     return images, masks
-
-
-def dihedral_patches(
-    images: np.ndarray,
-    masks: np.ndarray,
-    rng: np.random.Generator | int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Each in-plane patch and its mask under one of the 8 in-plane rotations and mirrorings.
-
-    Training-time augmentation for the 2D/2.5D segmenter: draw it afresh every epoch, so the
-    model sees every orientation of a nodule and of its surroundings (the left-right flip at
-    test time, ``predict_volume(flip=True)``, helps a model trained without it). Exact: no
-    resampling, the mask stays binary.
-
-    Parameters
-    ----------
-    images : ndarray (n, h, w) or (n, h, w, channels)
-        Patches from :func:`sample_patches`; with channels (2.5D context slices) every channel
-        gets the same transform.
-    masks : ndarray (n, h, w) or (n, h, w, 1)
-        Their masks.
-    rng : Generator or int, optional
-        Random source.
-
-    Returns
-    -------
-    images, masks : ndarray
-        New arrays, same shapes and dtypes; patch ``i`` of both under the same transform.
-    """
-    images, masks = np.asarray(images), np.asarray(masks)
-    if images.ndim not in (3, 4) or masks.shape[:3] != images.shape[:3]:
-        raise ValueError(
-            f"images {images.shape} and masks {masks.shape}: expected (n, h, w[, channels]) "
-            "patches with one (n, h, w[, 1]) mask each"
-        )
-    if images.shape[1] != images.shape[2]:
-        raise ValueError(f"patches {images.shape[1:3]} are not square: transposing needs h == w")
-    rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    flips = rng.random((3, len(images))) < 0.5  # transpose, flip y, flip x
-    out = []
-    for a in (images, masks):
-        a = a.copy()
-        a[flips[0]] = np.swapaxes(a[flips[0]], 1, 2)
-        a[flips[1]] = a[flips[1], ::-1]
-        a[flips[2]] = a[flips[2], :, ::-1]
-        out.append(a)
-    return out[0], out[1]
 
 
 def false_positive_patches(

@@ -19,6 +19,8 @@ import numpy as np
 import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
+from lunglib.augment.dihedral import flip_augment
+
 Data = tf.data.Dataset | tuple[np.ndarray, np.ndarray]
 
 
@@ -189,26 +191,11 @@ def _center_crop_pad(a: np.ndarray, size: int, fill: float) -> np.ndarray:
     return out
 
 
-def dihedral_augment(x, y):
-    """Random 90-degree rotation and left-right flip of one 2D ``(h, w, c)`` example."""
-    k = tf.random.uniform([], 0, 4, dtype=tf.int32)
-    x = tf.image.rot90(x, k)
-    return tf.image.random_flip_left_right(x), y
-
-
-def flip_augment(x, y):
-    """Random flips of the two in-plane axes of one ``(..., h, w, c)`` example (2D or 3D)."""
-    for axis in (-2, -3):
-        x = tf.cond(tf.random.uniform([]) < 0.5, lambda x=x, a=axis: tf.reverse(x, [a]),
-                    lambda x=x: x)
-    return x, y
-
-
 class EpochAugmented(keras.utils.PyDataset):
     """Training batches from ``(x, y)`` arrays, shuffled and augmented afresh every epoch.
 
     For augmentations written in NumPy over whole arrays, such as
-    :func:`lunglib.inference.segment.dihedral_patches`, which turns image patches and their masks
+    :func:`lunglib.augment.dihedral_patches`, which turns image patches and their masks
     together. Give it to ``model.fit`` in place of the training arrays; validation data stays
     as it is.
 
@@ -227,7 +214,7 @@ class EpochAugmented(keras.utils.PyDataset):
 
     Examples
     --------
-    >>> from lunglib.inference.segment import dihedral_patches
+    >>> from lunglib.augment import dihedral_patches
     >>> batches = EpochAugmented(x_train, y_train, dihedral_patches, seed=42)  # doctest: +SKIP
     >>> history = model.fit(batches, validation_data=(x_val, y_val), epochs=20)  # doctest: +SKIP
     """
