@@ -126,3 +126,16 @@ def test_importing_lunglib_does_not_load_tensorflow():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_package_docstring_lists_the_layers_in_this_order():
+    """The layer table in ``lunglib/__init__.py`` documents ``LAYERS``; keep the two equal."""
+    import re
+
+    import lunglib
+
+    named = re.findall(r":mod:`lunglib\.(\w+)`", lunglib.__doc__)
+    documented = [layer(name) for name in named]
+    assert None not in documented, f"the docstring names a module with no layer: {named}"
+    assert documented == sorted(documented), f"docstring order differs from LAYERS: {named}"
+    assert set(documented) == set(LAYERS), "every layer appears in the docstring"
