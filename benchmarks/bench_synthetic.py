@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from lunglib.synthetic import cohort as synthetic
+from lunglib import synthetic
 
 
 def _disk_bytes(root: Path) -> tuple[int, int]:

@@ -43,11 +43,11 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from lunglib import synthetic  # noqa: E402
 from lunglib.datasets.synthetic import SyntheticDataset  # noqa: E402
 from lunglib.evaluation.splits import patient_split  # noqa: E402
 from lunglib.preprocess.cache import cache_dataset  # noqa: E402
 from lunglib.settings import Settings  # noqa: E402
-from lunglib.synthetic import cohort as synthetic  # noqa: E402
 
 
 def global_statistics(root: Path) -> dict[str, float]:

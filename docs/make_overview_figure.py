@@ -16,7 +16,7 @@ import numpy as np  # noqa: E402
 from lunglib.datasets import open_dataset  # noqa: E402
 from lunglib.preprocess.steps import prepare  # noqa: E402
 from lunglib.settings import Settings  # noqa: E402
-from lunglib.synthetic.cohort import ensure_cohort  # noqa: E402
+from lunglib.synthetic import ensure_cohort  # noqa: E402
 from lunglib.viz.viewer import window_limits  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "images" / "overview.png"

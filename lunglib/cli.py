@@ -26,7 +26,7 @@ def _parse_parameter(text: str) -> tuple[str, object]:
 
 
 def _cmd_synth(args: argparse.Namespace) -> int:
-    from lunglib.synthetic.cohort import write_cohort
+    from lunglib.synthetic import write_cohort
 
     kwargs = {"seed": args.seed, "difficulty": args.difficulty,
               "full_resolution": args.full_resolution}

@@ -146,7 +146,7 @@ def open_course_dataset(dataset: str, settings: Settings):
         )
     root = settings.data_dir
     if dataset == "synthetic" and root is None:
-        from lunglib.synthetic.cohort import ensure_cohort
+        from lunglib.synthetic import ensure_cohort
 
         root = ensure_cohort(settings.resolved_data_dir)
     if root is None:

@@ -39,7 +39,7 @@ class CohortWithBrokenScan(SyntheticDataset):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from lunglib.synthetic.cohort import write_cohort
+    from lunglib.synthetic import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("synth"), n_patients=3, seed=5, workers=1,
                         progress=False)

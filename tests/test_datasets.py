@@ -529,7 +529,7 @@ def test_luna16_missing_csv_and_raw_file(luna_root):
 
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
-    from lunglib.synthetic.cohort import write_cohort
+    from lunglib.synthetic import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("cohort"), n_patients=2, seed=1, matrix=48,
                         workers=1, progress=False)

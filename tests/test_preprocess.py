@@ -30,7 +30,7 @@ def _scan(hu: np.ndarray, spacing=(2.0, 1.0, 1.0), direction=None, origin=(0.0, 
 
 @pytest.fixture(scope="module")
 def synthetic_cohort(tmp_path_factory):
-    from lunglib.synthetic.cohort import write_cohort
+    from lunglib.synthetic import write_cohort
 
     return write_cohort(tmp_path_factory.mktemp("synth"), n_patients=2, seed=3, workers=1,
                         progress=False)
@@ -220,7 +220,7 @@ def test_segment_lungs_leaves_the_synthetic_liver_dome_out():
     # into the lung base; make_patient gives each voxel's true tissue, so we can count the liver
     # that ends up in the mask. Filling per-slice holes over the dome put 4-12 mL of liver in
     # the masks of these three patients; the closing alone leaves under 1 mL at the dome's tip.
-    from lunglib.synthetic.cohort import DEFAULT_MATRIX, TISSUES, cohort_specs, make_patient
+    from lunglib.synthetic import DEFAULT_MATRIX, TISSUES, cohort_specs, make_patient
 
     for spec in cohort_specs(3, seed=0, matrix=DEFAULT_MATRIX, difficulty=0.5):
         phantom = make_patient(spec)

@@ -1,9 +1,10 @@
-"""lunglib.synthetic.cohort: the embedded cohort read back through lunglib's own DICOM loader."""
+"""lunglib.synthetic: the embedded cohort read back through lunglib's own DICOM loader."""
 
 from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,9 @@ from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
+from lunglib import synthetic
 from lunglib.io.dicom import list_series, load_scan
-from lunglib.synthetic import cohort as synthetic
+from lunglib.synthetic.cohort import _write_cohort, _writer_lock
 
 SEED = 11
 MATRIX = 96  # small slices keep the tests quick; the geometry rules are the same at 128 or 512
@@ -282,18 +284,18 @@ def test_a_second_process_waits_for_the_cohort_being_written(tmp_path: Path) -> 
 
     out = tmp_path / "c"
     child = (
-        "from lunglib.synthetic import cohort as synthetic\nprint('ready', flush=True)\n"
+        "from lunglib import synthetic\nprint('ready', flush=True)\n"
         f"synthetic.ensure_cohort({str(out)!r}, n_patients=2, seed=4, matrix=48, workers=1, "
         "progress=True)\nprint('done', flush=True)\n"
     )
-    with synthetic._writer_lock(out):  # this process is the writer that got there first
+    with _writer_lock(out):  # this process is the writer that got there first
         second = subprocess.Popen([sys.executable, "-c", child], stdout=subprocess.PIPE,
                                   stderr=subprocess.PIPE, text=True)
         assert second.stdout.readline().strip() == "ready"
         time.sleep(3.0)  # the tiny cohort takes about a second to write
         assert second.poll() is None, "the second process did not wait for the first"
         assert sorted(p.name for p in out.iterdir()) == [".lock"]  # it wrote nothing
-        synthetic._write_cohort(out, 2, 4, 48, 0.5, 0.5, 1, False)
+        _write_cohort(out, 2, 4, 48, 0.5, 0.5, 1, False)
     written = {p: p.stat().st_mtime_ns for p in out.rglob("*") if p.is_file()}
     assert second.wait(timeout=120) == 0
     assert second.stdout.read().strip() == "done"
@@ -368,3 +370,50 @@ def test_default_malignant_nodules_survive_the_course_resolution(tmp_path: Path)
                 assert inside > prepared.image[prepared.lung_mask > 0].mean() + 0.15
             else:
                 assert row["diameter_mm"] <= 10.0
+
+
+def test_one_ground_truth_reader_for_the_dataset_and_load_ground_truth(
+    cohort: Path, patient_ids: list[str], scans: dict, tmp_path: Path
+) -> None:
+    """SyntheticDataset reads the masks through lunglib.synthetic's reader: same arrays, same
+    checks (no ground truth, a missing mask, a mask shaped unlike the scan)."""
+    import shutil
+
+    from lunglib.datasets import SyntheticDataset
+
+    pid = patient_ids[0]
+    scan = scans[pid]
+    truth = synthetic.load_ground_truth(cohort, pid, shape=scan.shape)
+    ds = SyntheticDataset(cohort)
+    np.testing.assert_array_equal(ds.nodule_mask(pid, scan), truth["nodule_labels"])
+    np.testing.assert_array_equal(ds.lung_mask(pid, scan), truth["lung_mask"])
+    np.testing.assert_array_equal(synthetic.ground_truth_array(cohort, pid, "lung_mask"),
+                                  truth["lung_mask"])
+    assert ds.ground_truth_path(pid) == cohort / "ground_truth" / f"{pid}.npz"
+    assert ds.nodule_mask("synth-9999", scan) is None  # the dataset: no mask for this patient
+    assert ds.lung_mask("synth-9999") is None
+
+    # A copy of the cohort whose lung mask lost a slice: regenerated under its scans.
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    (copy / pid).symlink_to(cohort / pid)
+    shutil.copy(cohort / "labels.csv", copy / "labels.csv")
+    npz_path, record_path = synthetic.ground_truth_paths(copy, pid)
+    npz_path.parent.mkdir()
+    shutil.copy(cohort / "ground_truth" / f"{pid}.json", record_path)
+    np.savez(npz_path, nodule_labels=truth["nodule_labels"], lung_mask=truth["lung_mask"][1:])
+    ds = SyntheticDataset(copy)
+    np.testing.assert_array_equal(ds.nodule_mask(pid, scan), truth["nodule_labels"])
+    short = f"lung_mask has shape {truth['lung_mask'][1:].shape} but the scan has {scan.shape}"
+    with pytest.raises(ValueError, match=re.escape(short)):
+        ds.lung_mask(pid, scan)
+    with pytest.raises(ValueError, match=re.escape(short)):
+        synthetic.load_ground_truth(copy, pid, shape=scan.shape)
+    assert ds.lung_mask(pid).shape == truth["lung_mask"][1:].shape  # no scan: nothing to check
+    assert synthetic.load_ground_truth(copy, pid)["cancer"] == truth["cancer"]
+
+    np.savez(npz_path, nodule_labels=truth["nodule_labels"])  # no lung mask at all
+    with pytest.raises(ValueError, match="no 'lung_mask' array"):
+        ds.lung_mask(pid, scan)
+    with pytest.raises(ValueError, match="no 'lung_mask' array"):
+        synthetic.load_ground_truth(copy, pid)

@@ -207,7 +207,7 @@ def synthetic_cache(tmp_path_factory):
     from lunglib.datasets import open_dataset
     from lunglib.preprocess.cache import cache_dataset
     from lunglib.settings import Settings
-    from lunglib.synthetic.cohort import write_cohort
+    from lunglib.synthetic import write_cohort
 
     root = tmp_path_factory.mktemp("learn")
     cohort = write_cohort(root / "cohort", n_patients=48, seed=11, matrix=64, progress=False)

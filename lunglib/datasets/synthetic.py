@@ -1,7 +1,7 @@
 """The embedded synthetic cohort (:mod:`lunglib.synthetic`): DSB2017 layout plus ground truth.
 
-``<root>/ground_truth/<patient id>.npz`` holds ``nodule_labels`` (0 background, k = nodule k)
-and ``lung_mask``, both in the voxel grid that :func:`lunglib.io.dicom.load_scan` returns.
+The true masks are read by :func:`lunglib.synthetic.ground_truth_array`, the one reader of the
+cohort's ground-truth files (their layout and their shape checks live there).
 """
 
 from __future__ import annotations
@@ -12,39 +12,27 @@ import numpy as np
 
 from lunglib.datasets.dsb2017 import DSB2017Dataset
 from lunglib.io.dicom import CTScan
+from lunglib.synthetic import ground_truth_array, ground_truth_paths
 
 
 class SyntheticDataset(DSB2017Dataset):
-    """A synthetic cohort: DSB2017 layout, labels from ``labels.csv``, and true masks."""
+    """A synthetic cohort: DSB2017 layout, labels from ``labels.csv``, and true masks.
+
+    A mask is None when the cohort has no ground truth for the patient; a mask whose shape is
+    not the scan's raises ValueError (the cohort was regenerated under the scans).
+    """
 
     name = "synthetic"
 
-    def _ground_truth(self, patient_id: str, key: str) -> np.ndarray | None:
-        path = self.root / "ground_truth" / f"{patient_id}.npz"
-        if not path.is_file():
-            return None
-        with np.load(path, allow_pickle=False) as data:
-            if key not in data:
-                raise ValueError(f"{path}: no '{key}' array (found {sorted(data.files)})")
-            return data[key]
-
-    def _checked(self, array: np.ndarray | None, scan: CTScan | None, what: str,
-                 patient_id: str) -> np.ndarray | None:
-        if array is not None and scan is not None and array.shape != scan.shape:
-            raise ValueError(
-                f"{self.root / 'ground_truth' / (patient_id + '.npz')}: {what} has shape "
-                f"{array.shape} but the scan has {scan.shape}; regenerate the cohort"
-            )
-        return array
-
     def nodule_mask(self, patient_id: str, scan: CTScan) -> np.ndarray | None:
-        labels = self._ground_truth(patient_id, "nodule_labels")
-        return self._checked(labels, scan, "nodule_labels", patient_id)
+        return ground_truth_array(self.root, patient_id, "nodule_labels",
+                                  None if scan is None else scan.shape)
 
     def lung_mask(self, patient_id: str, scan: CTScan | None = None) -> np.ndarray | None:
         """The true lung mask (uint8), or None when the cohort has no ground truth for it."""
-        mask = self._ground_truth(patient_id, "lung_mask")
-        return self._checked(mask, scan, "lung_mask", patient_id)
+        return ground_truth_array(self.root, patient_id, "lung_mask",
+                                  None if scan is None else scan.shape)
 
     def ground_truth_path(self, patient_id: str) -> Path:
-        return self.root / "ground_truth" / f"{patient_id}.npz"
+        """The patient's ``.npz`` of true masks."""
+        return ground_truth_paths(self.root, patient_id)[0]
