@@ -18,8 +18,6 @@ import numpy as np
 
 from lunglib.settings import Settings
 
-DATASETS = ("synthetic", "dsb2017", "lidc", "luna16", "lung-pet-ct-dx", "patches")
-
 
 @contextlib.contextmanager
 def native_stderr_silenced() -> Iterator[None]:
@@ -135,11 +133,11 @@ def open_course_dataset(dataset: str, settings: Settings):
     -------
     lunglib.datasets.CTDataset
     """
-    from lunglib.datasets import open_dataset
+    from lunglib.datasets import DATASET_NAMES, PATCH_SET, open_dataset
 
-    if dataset not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {dataset!r}")
-    if dataset == "patches":
+    if dataset not in DATASET_NAMES:
+        raise ValueError(f"dataset must be one of {', '.join(DATASET_NAMES)}; got {dataset!r}")
+    if dataset == PATCH_SET:
         raise ValueError(
             "the 'patches' dataset holds nodule patches, not CT scans: "
             "load it with lunglib.datasets.load_patch_set(data_dir)"
@@ -164,11 +162,10 @@ def classification_data(dataset: str, settings: Settings, data_dir: str | Path =
     ``dataset="patches"`` ``data_dir`` is the patch ``.npz`` file and ``x`` holds 2D patches,
     several per patient. ``groups`` names each sample's patient, for patient-level splits.
     """
+    from lunglib.datasets import PATCH_SET, load_patch_set
     from lunglib.training.train import training_arrays
 
-    if dataset == "patches":
-        from lunglib.datasets import load_patch_set
-
+    if dataset == PATCH_SET:
         if not data_dir:
             raise ValueError("dataset='patches' needs data_dir: the patch .npz file")
         source = load_patch_set(data_dir)

@@ -27,13 +27,8 @@ from lunglib.datasets import (
     open_dataset,
 )
 from lunglib.datasets.extract import extract_lidc_patches, write_patch_set
-from lunglib.datasets.lidc import (
-    PylidcUnavailable,
-    _import_pylidc,
-    equivalent_diameter_mm,
-    nodule_label,
-    parse_lidc_xml,
-)
+from lunglib.datasets.lidc import PylidcUnavailable, _import_pylidc, equivalent_diameter_mm
+from lunglib.datasets.lidc_xml import nodule_label, parse_lidc_xml
 from lunglib.datasets.patches import MEDMNIST_LABELS
 from lunglib.io.dicom import DicomLoadError
 
@@ -570,6 +565,16 @@ def test_synthetic_dataset_masks_match_the_cohort_tables(cohort):
         z, y, x = (int(float(r[k])) for k in ("center_z", "center_y", "center_x"))
         assert mask[z, y, x] == int(r["nodule"])
     assert ds.lung_mask(pid, scan)[mask > 0].mean() > 0.5
+
+
+def test_only_the_synthetic_cohort_knows_the_true_lung_mask(cohort, lidc):
+    """lung_mask is part of every dataset: the truth where known, None elsewhere."""
+    ds = open_dataset("synthetic", cohort)
+    pid = ds.patient_ids()[0]
+    truth = ds.lung_mask(pid)
+    assert truth.dtype == np.uint8 and set(np.unique(truth)) == {0, 1}
+    assert truth.shape == ds.load_scan(pid).shape
+    assert lidc["ds"].lung_mask(LIDC_PID, lidc["scan"]) is None
 
 
 def test_open_dataset_rejects_unknown_names_and_patches(tmp_path):

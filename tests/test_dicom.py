@@ -668,7 +668,7 @@ def test_large_folders_leave_pixels_on_disk_until_needed(gradient_series, monkey
     folder, paths, _ = gradient_series
     expected = load_scan(folder)
     paths[-1].write_bytes(paths[-1].read_bytes()[:-200])
-    monkeypatch.setattr("lunglib.io.dicom._READ_WHOLE_LIMIT", 0)
+    monkeypatch.setattr("lunglib.io.series._READ_WHOLE_LIMIT", 0)
     scan = load_scan(folder)
     np.testing.assert_array_equal(scan.hu, expected.hu[:-1])
     assert next(f for f in scan.qc if f.code == "unreadable_file").file == str(paths[-1])

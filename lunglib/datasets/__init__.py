@@ -12,7 +12,9 @@ name               adapter                            what it reads
 ``lung-pet-ct-dx`` :class:`LungPETCTDxDataset`        DICOM + VOC boxes per SOPInstanceUID
 =================  =================================  ==========================================
 
-Nodule patch sets are not CT scans: read them with :func:`load_patch_set`.
+Nodule patch sets are not CT scans: read them with :func:`load_patch_set`. The course accepts
+them under the name :data:`PATCH_SET` (``"patches"``); :data:`DATASET_NAMES` lists every name a
+notebook may choose, the CT datasets first.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ DATASETS: dict[str, type[CTDataset]] = {
     "luna16": LUNA16Dataset,
     "lung-pet-ct-dx": LungPETCTDxDataset,
 }
+# The pseudo-dataset of 2D nodule patches (a .npz file, not a folder of CT scans).
+PATCH_SET = "patches"
+DATASET_NAMES: tuple[str, ...] = (*DATASETS, PATCH_SET)
 _ALIASES = {
     "lidc-idri": "lidc",
     "dsb": "dsb2017",
@@ -61,7 +66,7 @@ def open_dataset(
         Passed to the adapter (e.g. ``consensus_fraction`` or ``annotations="xml"`` for ``lidc``).
     """
     key = _ALIASES.get(name.lower(), name.lower())
-    if key == "patches":
+    if key == PATCH_SET:
         raise ValueError("'patches' holds nodule patches, not CT scans: use load_patch_set(path)")
     if key not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
@@ -78,10 +83,12 @@ def open_dataset(
 __all__ = [
     "CTDataset",
     "DATASETS",
+    "DATASET_NAMES",
     "DSB2017Dataset",
     "LIDCDataset",
     "LUNA16Dataset",
     "LungPETCTDxDataset",
+    "PATCH_SET",
     "PatchSet",
     "SyntheticDataset",
     "load_patch_set",

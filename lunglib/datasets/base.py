@@ -56,6 +56,15 @@ class CTDataset(abc.ABC):
         """Nodule mask in the voxel grid of ``scan`` (0 background, k > 0 nodule k), or None."""
         return None
 
+    def lung_mask(self, patient_id: str, scan: CTScan | None = None) -> np.ndarray | None:
+        """A true lung mask in the voxel grid of ``scan`` (uint8, 1 = lung), or None.
+
+        Only datasets that know the lungs' extent (the synthetic cohort) return one; for the
+        others this is None, so callers compare a computed lung mask with the truth where there
+        is one without checking the dataset's type.
+        """
+        return None
+
     def qc(self) -> list[QCFinding]:
         """Findings about the dataset as a whole (ids without scans, missing annotations...)."""
         return list(self.findings)

@@ -26,7 +26,8 @@ import numpy as np
 import pydicom
 from scipy import ndimage
 
-from lunglib.datasets.lidc import LIDCDataset, LidcNodule
+from lunglib.datasets.lidc import LIDCDataset
+from lunglib.datasets.lidc_xml import LidcNodule
 from lunglib.io.atomic import atomic_path
 from lunglib.io.dicom import CTScan, DicomLoadError
 from lunglib.io.qc import QCFinding

@@ -20,6 +20,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from lunglib.augment.dihedral import flip_augment
+from lunglib.datasets import PatchSet
 
 Data = tf.data.Dataset | tuple[np.ndarray, np.ndarray]
 
@@ -76,7 +77,7 @@ def training_arrays(source, size: int = 40) -> tuple[np.ndarray, np.ndarray, np.
     x, y, groups
         Inputs, integer labels and the patient of every sample (split on ``groups``).
     """
-    if hasattr(source, "binary_labels"):
+    if isinstance(source, PatchSet):
         patches, y = source.binary_labels()
         groups = patches.patient_groups()  # raises for files without patient ids (MedMNIST)
         if patches.units != "HU" or patches.images.ndim != 3:

@@ -1,0 +1,385 @@
+"""Finding the DICOM files in a folder, reading their headers and choosing one CT series.
+
+The first stages of :func:`lunglib.io.dicom.load_scan`:
+
+* :func:`read_headers` reads every candidate file once (headers, and pixel bytes unless the
+  folder is very large) and turns what cannot be read into :class:`~lunglib.io.qc.QCFinding`
+  objects instead of errors, so that one damaged file does not cost the whole series;
+* :func:`choose_series` groups the files by SeriesInstanceUID, picks the series to load (the one
+  asked for, or the axial CT series with the most images), drops localizer images from it and
+  refuses anything that is not CT.
+
+:func:`list_series` shows the same grouping and the same preference order without loading pixels.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from lunglib.io.qc import QCFinding
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+# Files that sit beside DICOM images in public datasets and are not images.
+_NON_DICOM_SUFFIXES = {".xml", ".csv", ".txt", ".json", ".md", ".html", ".pdf", ".png", ".jpg"}
+# pydicom's parsing holds the GIL, so on local disks (or files in the page cache) a thread pool
+# costs more than it overlaps and one thread is the default; slow network storage may gain from
+# more (``workers=``).
+_READ_WORKERS = 1
+# Folders up to this many bytes are read whole, each file once; above it the pixel bytes stay on
+# disk until the chosen series decodes them, so that series that are not loaded never sit in
+# memory.
+_READ_WHOLE_LIMIT = 2 * 1024**3
+
+
+class DicomLoadError(ValueError):
+    """A DICOM folder or file could not be turned into a CT volume; the message says why."""
+
+
+@dataclass
+class SeriesInfo:
+    """What :func:`list_series` found for one series (no patient identifiers)."""
+
+    series_uid: str
+    description: str
+    modality: str
+    n_images: int
+    rows: int
+    columns: int
+    axial: bool
+    convolution_kernel: str = ""
+    series_number: int | None = None
+
+    def __str__(self) -> str:
+        kind = "axial" if self.axial else "non-axial"
+        number = f"#{self.series_number} " if self.series_number is not None else ""
+        return (
+            f"{self.modality} {kind} series {number}'{self.description}' ({self.n_images} images, "
+            f"{self.rows}x{self.columns}, kernel {self.convolution_kernel or '?'}) "
+            f"uid {self.series_uid}"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Reading headers
+
+
+@dataclass
+class Header:
+    """One file's dataset plus the header values every stage needs, converted once."""
+
+    path: Path
+    ds: Dataset
+    series_uid: str
+    sop_uid: str
+    size: tuple[int, int]
+    orientation: tuple[float, ...] | None
+    position: tuple[float, ...] | None
+    localizer: bool
+
+    @classmethod
+    def from_dataset(cls, path: Path, ds: Dataset) -> Header:
+        iop = decimals(ds, "ImageOrientationPatient")
+        ipp = decimals(ds, "ImagePositionPatient")
+        return cls(
+            path=path,
+            ds=ds,
+            series_uid=_uid(ds, "SeriesInstanceUID"),
+            sop_uid=_uid(ds, "SOPInstanceUID"),
+            size=(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
+            orientation=iop if iop is not None and len(iop) == 6 else None,
+            position=ipp if ipp is not None and len(ipp) == 3 else None,
+            localizer="LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])],
+        )
+
+
+def decimals(ds: Dataset, keyword: str) -> tuple[float, ...] | None:
+    """A DS (decimal string) element as floats, or None when absent or empty.
+
+    Reads the raw ``b"1.0\\0.0\\..."`` bytes when pydicom has not converted them yet: building
+    its validated ``DSfloat`` objects costs more than reading the file, for every file.
+    """
+    elem = ds.get_item(keyword)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return tuple(float(v) for v in value.split(b"\\")) if value.strip() else None
+    if value is None or value == "":
+        return None
+    values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
+    return tuple(float(v) for v in values)
+
+
+def _uid(ds: Dataset, keyword: str) -> str:
+    """A UI element as text ("" when absent), skipping pydicom's per-value UID validation."""
+    elem = ds.get_item(keyword)
+    if elem is None or elem.value is None:
+        return ""
+    value = elem.value
+    return value.decode("ascii").rstrip("\0 ") if isinstance(value, bytes) else str(value)
+
+
+def short_error(exc: BaseException) -> str:
+    """The exception's type and the first line of its message, for a one-line finding."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
+def thread_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int | None) -> list[_R]:
+    """``list(map(fn, items))`` on a thread pool, or in this thread when ``workers`` is 1."""
+    workers = workers or _READ_WORKERS
+    if workers == 1:
+        return list(map(fn, items))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(fn, items))
+
+
+def _candidate_files(path: Path) -> list[Path]:
+    """``path`` itself, or every file under it that is not hidden and not an annotation."""
+    if path.is_file():
+        return [path]
+    files = [
+        p for p in sorted(path.rglob("*"))
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
+    ]
+    return [p for p in files if p.suffix.lower() not in _NON_DICOM_SUFFIXES]
+
+
+def _read_header(path: Path, pixels: str) -> Header | QCFinding:
+    """One file's :class:`Header`, or the finding that says why it is not an image we can use.
+
+    ``pixels`` is ``"read"`` (the whole file), ``"defer"`` (pixel bytes stay on disk until the
+    chosen series decodes them) or ``"skip"`` (header only).
+    """
+    try:
+        if pixels == "read":
+            ds = pydicom.dcmread(path)
+        elif pixels == "defer":
+            ds = pydicom.dcmread(path, defer_size="16 KB")
+        else:
+            ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except InvalidDicomError:
+        return QCFinding("not_dicom", "not a DICOM file; ignored", "info", str(path))
+    except Exception as exc:  # truncated or corrupt headers raise many kinds of errors
+        return QCFinding(
+            "unreadable_file", f"could not be read ({short_error(exc)}); skipped", "warning",
+            str(path)
+        )
+    if "SeriesInstanceUID" not in ds:
+        sop_class = getattr(ds, "file_meta", Dataset()).get("MediaStorageSOPClassUID")
+        if "PixelData" in ds or "Image Storage" in getattr(sop_class, "name", ""):
+            return QCFinding(
+                "unreadable_file", "an image file without SeriesInstanceUID (truncated "
+                "header?); skipped", "warning", str(path))
+        return QCFinding("not_dicom", "no DICOM image header; ignored", "info", str(path))
+    try:
+        return Header.from_dataset(path, ds)
+    except Exception as exc:  # a malformed value in one of the tags above
+        return QCFinding("unreadable_file", f"invalid header value ({short_error(exc)}); skipped",
+                         "warning", str(path))
+
+
+def read_headers(
+    path: Path, with_pixels: bool = True, workers: int | None = None
+) -> tuple[list[Header], list[QCFinding]]:
+    """Read every candidate file's header (and, if ``with_pixels``, its pixel bytes).
+
+    Reading each file once, whole, is the fastest; for folders larger than
+    ``_READ_WHOLE_LIMIT`` bytes the pixel bytes are left on disk (deferred) instead.
+
+    Returns
+    -------
+    headers : list of Header
+        The image files, in sorted path order.
+    findings : list of QCFinding
+        One per file that is not DICOM (info) or could not be read (warning).
+
+    Raises
+    ------
+    DicomLoadError
+        When ``path`` does not exist, holds no candidate file, or no file is a readable image.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DicomLoadError(f"{path}: no such file or folder")
+    files = _candidate_files(path)
+    if not files:
+        raise DicomLoadError(
+            f"{path}: the folder is empty (no files besides annotations); "
+            "point load_scan at the folder that holds one patient's .dcm files"
+        )
+    pixels = "skip"
+    if with_pixels:
+        pixels = "read" if sum(p.stat().st_size for p in files) <= _READ_WHOLE_LIMIT else "defer"
+    results = thread_map(lambda p: _read_header(p, pixels), files, workers)
+    headers = [r for r in results if isinstance(r, Header)]
+    findings = [r for r in results if isinstance(r, QCFinding)]
+    if not headers:
+        unreadable = [f for f in findings if f.code == "unreadable_file"]
+        first = unreadable[0] if unreadable else findings[0]
+        raise DicomLoadError(
+            f"{path}: no readable DICOM image among {len(files)} file(s) "
+            f"(first: {Path(first.file or '').name}: {first.message})"
+        )
+    return headers, findings
+
+
+# --------------------------------------------------------------------------------------------
+# Grouping and choosing series
+
+
+def slice_normal(iop: Sequence[float] | None) -> np.ndarray | None:
+    """Unit normal of the image plane (row cosines x column cosines), None when degenerate."""
+    if iop is None:
+        return None
+    row, col = np.asarray(iop[:3], float), np.asarray(iop[3:], float)
+    n = np.cross(row, col)
+    norm = np.linalg.norm(n)
+    return n / norm if norm > 0 else None
+
+
+def _is_axial(h: Header) -> bool:
+    n = slice_normal(h.orientation)
+    return n is not None and abs(n[2]) > 0.9
+
+
+def _group_by_series(headers: list[Header]) -> dict[str, list[Header]]:
+    """Headers by SeriesInstanceUID, each group in reading order."""
+    groups: dict[str, list[Header]] = {}
+    for h in headers:
+        groups.setdefault(h.series_uid, []).append(h)
+    return groups
+
+
+def _series_info(uid: str, members: list[Header]) -> SeriesInfo:
+    ds = members[0].ds
+    number = ds.get("SeriesNumber")
+    return SeriesInfo(
+        series_uid=uid,
+        description=str(ds.get("SeriesDescription", "")),
+        modality=str(ds.get("Modality", "")),
+        n_images=len(members),
+        rows=members[0].size[0],
+        columns=members[0].size[1],
+        axial=_is_axial(members[0]),
+        convolution_kernel=str(ds.get("ConvolutionKernel", "") or ""),
+        series_number=int(number) if number not in (None, "") else None,
+    )
+
+
+def _preference(info: SeriesInfo) -> tuple:
+    """Sort key of the default choice: most images, then lowest SeriesNumber, then uid."""
+    number = info.series_number if info.series_number is not None else 2**31
+    return (-info.n_images, number, info.series_uid)
+
+
+def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
+    """List every image series in a folder (recursively), the default choice first.
+
+    Parameters
+    ----------
+    path : path-like
+        A folder of DICOM files (any depth), or one file.
+
+    Returns
+    -------
+    list of SeriesInfo
+        Sorted by the order :func:`~lunglib.io.dicom.load_scan` prefers (most images first).
+        Holds no patient identifiers, so it is safe to print.
+    """
+    headers, _ = read_headers(Path(path), with_pixels=False)
+    infos = [_series_info(uid, members) for uid, members in _group_by_series(headers).items()]
+    return sorted(infos, key=_preference)
+
+
+def _pick_series(
+    path: Path,
+    groups: dict[str, list[Header]],
+    series_uid: str | None,
+    series_description: str | None,
+) -> tuple[str, list[SeriesInfo]]:
+    """The uid to load (asked for, or the preferred axial CT) and every series, preferred first."""
+    infos = sorted((_series_info(uid, m) for uid, m in groups.items()), key=_preference)
+    listing = "\n  ".join(str(i) for i in infos)
+    if series_uid is not None:
+        if series_uid not in groups:
+            raise DicomLoadError(f"{path}: no series with uid {series_uid}; found:\n  {listing}")
+        return series_uid, infos
+    if series_description is not None:
+        wanted = series_description.lower()
+        hits = [i.series_uid for i in infos if wanted in i.description.lower()]
+        if len(hits) != 1:
+            what = "no series" if not hits else f"{len(hits)} series"
+            raise DicomLoadError(
+                f"{path}: {what} with a description containing '{series_description}'; "
+                f"found:\n  {listing}\nchoose one by series_uid"
+            )
+        return hits[0], infos
+    ct_axial = [i for i in infos if i.modality == "CT" and i.axial]
+    if not ct_axial:
+        if all(i.modality != "CT" for i in infos):
+            modalities = sorted({i.modality or "missing" for i in infos})
+            example = groups[infos[0].series_uid][0].path
+            raise DicomLoadError(
+                f"{path}: no CT series here (modality {', '.join(modalities)}, e.g. "
+                f"{example.name}); lunglib reads CT. Found:\n  {listing}"
+            )
+        raise DicomLoadError(
+            f"{path}: no axial CT series (only reformats or localizers); "
+            f"choose one explicitly by series_uid. Found:\n  {listing}"
+        )
+    return ct_axial[0].series_uid, infos
+
+
+def choose_series(
+    path: Path,
+    headers: list[Header],
+    series_uid: str | None,
+    series_description: str | None,
+    findings: list[QCFinding],
+) -> tuple[str, list[Header]]:
+    """The series to load and its image files, localizers left out.
+
+    Without ``series_uid`` or ``series_description`` the axial CT series with the most images
+    is chosen; ties go to the lowest SeriesNumber, then the lowest uid, so the choice never
+    depends on file names or reading order. Localizer images (ImageType ``LOCALIZER``) sharing
+    the series are dropped unless the series holds nothing else. Appends a ``several_series``
+    and a ``localizer_dropped`` finding (info) to ``findings`` when they apply.
+
+    Raises
+    ------
+    DicomLoadError
+        When the asked-for series is missing or ambiguous, when there is no axial CT series
+        to choose by default, or when the chosen series is not CT.
+    """
+    groups = _group_by_series(headers)
+    uid, infos = _pick_series(path, groups, series_uid, series_description)
+    if len(infos) > 1:
+        others = "; ".join(str(i) for i in infos if i.series_uid != uid)
+        findings.append(QCFinding(
+            "several_series", f"loaded {uid}; also in the folder: {others} "
+            "(choose with series_uid= or series_description=)", "info"))
+    members = groups[uid]
+    localizers = [h for h in members if h.localizer]
+    if localizers and len(localizers) < len(members):
+        members = [h for h in members if not h.localizer]
+        findings.append(QCFinding("localizer_dropped",
+                                  f"{len(localizers)} localizer image(s) left out", "info"))
+    first = members[0]
+    modality = str(first.ds.get("Modality", ""))
+    if modality != "CT":
+        raise DicomLoadError(
+            f"{first.path}: modality is '{modality or 'missing'}', not CT; lunglib reads CT"
+        )
+    return uid, members
