@@ -1,6 +1,6 @@
 """How fast does ``lunglib.load_scan`` read a real CT series, next to the floor and SimpleITK?
 
-Times, on the LIDC-IDRI-0001 series (133 slices of 512x512, ``../shared/data/lidc_idri``):
+On the LIDC-IDRI-0001 series (``../shared/data/lidc_idri``, or ``--case DIR``), in seconds:
 
 (a) the floor: ``pydicom.dcmread`` of every file plus ``pixel_array`` -- what any pydicom-based
     loader must spend, with no sorting, HU conversion or checks;
@@ -13,7 +13,6 @@ The table shows wall-clock seconds (median and minimum of the runs) and the CPU 
 process (minimum of the runs; for the threaded rows the sum over threads), each as a ratio to
 the floor. On a busy machine the minimum CPU time is the steadiest measure of the work a reader
 does; the wall-clock median is what a user waits.
-Target: (b) within about 1.3x of (a).
 
 Usage: ``python benchmarks/bench_load.py [--runs 5] [--case DIR]``
 """
@@ -30,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from lunglib.io.dicom import load_scan
+from lunglib.io import load_scan
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_CASE = SHARED / "lidc_idri" / "LIDC-IDRI-0001"

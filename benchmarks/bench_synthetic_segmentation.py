@@ -419,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
         slice_window,
     )
     from lunglib.models.unet import build_unet, resize_unet
-    from lunglib.preprocess.steps import window
+    from lunglib.preprocess import window
 
     ds = open_course_dataset("synthetic", course_settings(seed=args.seed))
     ids = ds.patient_ids()

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from lunglib.datasets import open_dataset  # noqa: E402
-from lunglib.preprocess.steps import prepare  # noqa: E402
+from lunglib.preprocess import prepare  # noqa: E402
 from lunglib.settings import Settings  # noqa: E402
 from lunglib.synthetic import ensure_cohort  # noqa: E402
 from lunglib.viz.viewer import window_limits  # noqa: E402

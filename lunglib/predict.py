@@ -27,7 +27,7 @@ from lunglib.io.atomic import write_text_atomic
 from lunglib.io.dicom import CTScan, load_scan
 from lunglib.io.export import save_dicom_seg, save_nifti
 from lunglib.models.bundle import bundle_paths, load_bundle
-from lunglib.preprocess.steps import prepare, segment_lungs, window
+from lunglib.preprocess import prepare, segment_lungs, window
 from lunglib.settings import Settings
 
 

@@ -15,8 +15,7 @@ import pytest
 
 from lunglib.datasets import SyntheticDataset
 from lunglib.io.dicom import DicomLoadError
-from lunglib.preprocess.cache import CacheIndex, cache_dataset, cache_key
-from lunglib.preprocess.steps import PrepareOptions
+from lunglib.preprocess import CacheIndex, PrepareOptions, cache_dataset, cache_key
 from lunglib.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +136,7 @@ def test_open_needs_a_qc_table(tmp_path):
 @pytest.mark.slow
 def test_make_dataset_streams_batches_and_refuses_augmented_validation(cohort, tmp_path):
     from lunglib.augment.transforms import default_augmentation
-    from lunglib.training.inputs import make_dataset
+    from lunglib.training import make_dataset
 
     index = cache_dataset(SyntheticDataset(cohort), Settings(cache_dir=tmp_path, **SMALL),
                           workers=1, progress=False)

@@ -88,7 +88,7 @@ def test_lidc_large_nodule_ratings_match_the_rating_table(lidc, dev_patches):
 
 
 def test_lidc_consensus_lies_inside_the_lung_mask(lidc):
-    from lunglib.preprocess.steps import segment_lungs
+    from lunglib.preprocess import segment_lungs
 
     scan, consensus = lidc["scan"], lidc["consensus"]
     step = 4  # segment at ~2.8 mm in-plane, as preprocessing does, to keep the test quick

@@ -33,7 +33,7 @@ def run_folder(tmp_path_factory, lidc_case_dir: Path) -> Path:
     from lunglib.models.bundle import save_bundle
     from lunglib.models.cnn import build_cnn
     from lunglib.models.unet import build_unet
-    from lunglib.preprocess.steps import segment_lungs, window
+    from lunglib.preprocess import segment_lungs, window
     from lunglib.training.train import set_seed
 
     folder = tmp_path_factory.mktemp("run")
@@ -61,7 +61,7 @@ def test_predict_on_the_real_lidc_series(run_folder: Path, lidc_case_dir: Path,
 
     from lunglib.cli import main
     from lunglib.io.dicom import load_scan
-    from lunglib.preprocess.steps import segment_lungs
+    from lunglib.preprocess import segment_lungs
 
     out = tmp_path / "prediction"
     assert main(["predict", str(lidc_case_dir), "--model", str(run_folder),
@@ -141,7 +141,7 @@ def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_name
     # trained with channels 2.5 mm apart: on 1.25 mm slices every second slice is a channel
     from lunglib.inference.segment import predict_volume, slice_window
     from lunglib.models.unet import resize_unet
-    from lunglib.preprocess.steps import window
+    from lunglib.preprocess import window
 
     spaced = segment_scan(scan, model, {**info, "context_mm": 2.5}, lung)
     whole = slice_window(lung, multiple=4)

@@ -8,7 +8,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from lunglib.io.dicom import CTScan, load_scan
-from lunglib.preprocess.steps import (
+from lunglib.preprocess import (
     PrepareOptions,
     fit_zero_center,
     lung_volume_ml,
@@ -71,6 +71,27 @@ def test_resample_isotropic_preserves_physical_extent_and_position():
 def test_resample_isotropic_rejects_missing_spacing():
     with pytest.raises(ValueError, match="spacing"):
         resample_isotropic(np.zeros((4, 4, 4)))
+
+
+def test_mask_bbox_is_the_box_of_the_mask_grown_and_clipped():
+    from lunglib.preprocess import lung_bbox, mask_bbox
+
+    mask = np.zeros((6, 10, 12), np.uint8)
+    mask[2, 3, 4] = mask[3, 7, 9] = 1
+    assert mask_bbox(mask) == (slice(2, 4), slice(3, 8), slice(4, 10))
+    np.testing.assert_array_equal(mask[mask_bbox(mask)].sum(), 2)
+    # grown by the margin on both sides, per axis, and clipped to the array
+    assert mask_bbox(mask, 1) == (slice(1, 5), slice(2, 9), slice(3, 11))
+    assert mask_bbox(mask, (0, 5, 2)) == (slice(2, 4), slice(0, 10), slice(2, 12))
+    # any number of axes; an empty mask has no box
+    assert mask_bbox(np.array([[0, 0, 0], [0, 0, 5]])) == (slice(1, 2), slice(2, 3))
+    assert mask_bbox(np.zeros((3, 4, 5), bool)) is None and lung_bbox(np.zeros((3, 4, 5))) is None
+    # lung_bbox gives the same box as inclusive first and last voxel indices
+    lo, hi = lung_bbox(mask)
+    np.testing.assert_array_equal(lo, [2, 3, 4])
+    np.testing.assert_array_equal(hi, [3, 7, 9])
+    with pytest.raises(ValueError, match="margin"):
+        mask_bbox(mask, -1)
 
 
 def test_window_maps_the_range_to_unit_interval():
@@ -185,7 +206,7 @@ def test_prepare_real_lidc(lidc):
 def test_prepare_resamples_from_the_copy_its_output_grid_needs(lidc, size, n_slices, source):
     # The default 64 x 64 output (~4 mm pixels) is cut from the ~2.8 mm working copy; an output
     # finer than that copy (320 x 320: ~0.9 mm pixels) must come from the 0.7 mm scan itself.
-    from lunglib.preprocess.steps import OutputGrid, resample_box
+    from lunglib.preprocess import OutputGrid, resample_box
 
     scan = lidc[0]
     out = prepare(scan, Settings(size=size, n_slices=n_slices))
@@ -266,7 +287,7 @@ def test_prepare_does_not_depend_on_slice_order(synthetic_cohort):
 
 
 def test_bin_shrink_in_slabs_matches_one_sitk_binshrink(monkeypatch):
-    from lunglib.preprocess import steps as pp
+    from lunglib.preprocess import resample as pp
 
     monkeypatch.setattr(pp, "_SLAB_BYTES", 4000)  # many slabs even for a small volume
     rng = np.random.default_rng(1)
@@ -289,7 +310,7 @@ def test_prepare_equals_the_whole_image_simpleitk_path(synthetic_cohort):
     # prepare() keeps the scan a NumPy array and cuts it before SimpleITK sees it; the public
     # step functions on a whole-scan SimpleITK image must give the very same volume.
     from lunglib.datasets import SyntheticDataset
-    from lunglib.preprocess.steps import box_grid, lung_bbox, resample_box
+    from lunglib.preprocess import box_grid, mask_bbox, resample_box
 
     dataset = SyntheticDataset(synthetic_cohort)
     for pid in dataset.patient_ids():
@@ -299,8 +320,7 @@ def test_prepare_equals_the_whole_image_simpleitk_path(synthetic_cohort):
         small = shrink_to(work, 5.0)
         lungs = segment_lungs(sitk.GetArrayFromImage(small), small.GetSpacing()[::-1],
                               scan.direction)
-        lo, hi = lung_bbox(lungs)
-        grid = box_grid(small, lo, hi, (20, 40, 40), margin_mm=5.0, square=True)
+        grid = box_grid(small, mask_bbox(lungs), (20, 40, 40), margin_mm=5.0, square=True)
         np.testing.assert_allclose(grid.origin, out.bbox_mm[0], atol=1e-6)
         default = float(sitk.GetArrayViewFromImage(work).min())
         expected = window(resample_box(work, grid, default=default))

@@ -349,7 +349,7 @@ def test_difficulty_moves_malignant_and_benign_sizes_together() -> None:
 def test_default_malignant_nodules_survive_the_course_resolution(tmp_path: Path) -> None:
     """At the course's (32, 64, 64) lung box a default malignant nodule is a blob, not a voxel."""
     from lunglib.datasets.synthetic import SyntheticDataset
-    from lunglib.preprocess.steps import prepare
+    from lunglib.preprocess import prepare
 
     out = synthetic.write_cohort(tmp_path / "c", n_patients=2, seed=SEED, workers=1,
                                  cancer_fraction=1.0, progress=False)

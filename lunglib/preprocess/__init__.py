@@ -1,30 +1,37 @@
 """Preprocessing: HU volumes to model-ready arrays, and the cache of prepared volumes.
 
-:mod:`~lunglib.preprocess.steps` holds the named steps (resampling, lung segmentation,
-windowing, zero-centring, cropping to a box, patches) and :func:`prepare`, which chains them;
-:mod:`~lunglib.preprocess.cache` prepares a whole dataset once, atomically and resumably.
+=====================================  ==========================================================
+module                                 what it holds
+=====================================  ==========================================================
+:mod:`~lunglib.preprocess.resample`    :func:`resample_isotropic`, :func:`shrink_to`, and an
+                                       :class:`OutputGrid` around a box (:func:`box_grid`) that
+                                       :func:`resample_box` resamples onto
+:mod:`~lunglib.preprocess.lungs`       :func:`segment_lungs`, :func:`lung_volume_ml`
+:mod:`~lunglib.preprocess.intensity`   :func:`window`, :func:`fit_zero_center`,
+                                       :func:`zero_center`
+:mod:`~lunglib.preprocess.boxes`       :func:`mask_bbox` (the bounding box of a mask, as slices),
+                                       :func:`lung_bbox`, :func:`extract_patch`,
+                                       :func:`check_patch_shape`
+:mod:`~lunglib.preprocess.volume`      :func:`prepare`, which chains the steps into the model's
+                                       input, with :class:`PrepareOptions`,
+                                       :class:`PreparedVolume` and :data:`PREPROCESS_VERSION`
+:mod:`~lunglib.preprocess.cache`       :func:`cache_dataset`: a whole dataset prepared once,
+                                       atomically and resumably
+=====================================  ==========================================================
 """
 
+from lunglib.preprocess.boxes import check_patch_shape, extract_patch, lung_bbox, mask_bbox
 from lunglib.preprocess.cache import QC_COLUMNS, CacheIndex, cache_dataset, cache_key, prepare_one
-from lunglib.preprocess.steps import (
-    PREPROCESS_VERSION,
+from lunglib.preprocess.intensity import fit_zero_center, window, zero_center
+from lunglib.preprocess.lungs import lung_volume_ml, segment_lungs
+from lunglib.preprocess.resample import (
     OutputGrid,
-    PreparedVolume,
-    PrepareOptions,
     box_grid,
-    check_patch_shape,
-    extract_patch,
-    fit_zero_center,
-    lung_bbox,
-    lung_volume_ml,
-    prepare,
     resample_box,
     resample_isotropic,
-    segment_lungs,
     shrink_to,
-    window,
-    zero_center,
 )
+from lunglib.preprocess.volume import PREPROCESS_VERSION, PreparedVolume, PrepareOptions, prepare
 
 __all__ = [
     "PREPROCESS_VERSION",
@@ -41,6 +48,7 @@ __all__ = [
     "fit_zero_center",
     "lung_bbox",
     "lung_volume_ml",
+    "mask_bbox",
     "prepare",
     "prepare_one",
     "resample_box",

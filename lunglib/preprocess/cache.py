@@ -34,7 +34,7 @@ import numpy as np
 from lunglib.datasets.base import CTDataset
 from lunglib.io.atomic import write_bytes_atomic
 from lunglib.io.qc import summarize
-from lunglib.preprocess.steps import PREPROCESS_VERSION, PrepareOptions, prepare
+from lunglib.preprocess.volume import PREPROCESS_VERSION, PrepareOptions, prepare
 from lunglib.settings import Settings
 
 QC_COLUMNS = (
