@@ -10,8 +10,7 @@ module                                 what it holds
 :mod:`~lunglib.preprocess.intensity`   :func:`window`, :func:`fit_zero_center`,
                                        :func:`zero_center`
 :mod:`~lunglib.preprocess.boxes`       :func:`mask_bbox` (the bounding box of a mask, as slices),
-                                       :func:`lung_bbox`, :func:`extract_patch`,
-                                       :func:`check_patch_shape`
+                                       :func:`extract_patch`, :func:`check_patch_shape`
 :mod:`~lunglib.preprocess.volume`      :func:`prepare`, which chains the steps into the model's
                                        input, with :class:`PrepareOptions`,
                                        :class:`PreparedVolume` and :data:`PREPROCESS_VERSION`
@@ -20,7 +19,7 @@ module                                 what it holds
 =====================================  ==========================================================
 """
 
-from lunglib.preprocess.boxes import check_patch_shape, extract_patch, lung_bbox, mask_bbox
+from lunglib.preprocess.boxes import check_patch_shape, extract_patch, mask_bbox
 from lunglib.preprocess.cache import QC_COLUMNS, CacheIndex, cache_dataset, cache_key, prepare_one
 from lunglib.preprocess.intensity import fit_zero_center, window, zero_center
 from lunglib.preprocess.lungs import lung_volume_ml, segment_lungs
@@ -46,7 +45,6 @@ __all__ = [
     "check_patch_shape",
     "extract_patch",
     "fit_zero_center",
-    "lung_bbox",
     "lung_volume_ml",
     "mask_bbox",
     "prepare",

@@ -44,18 +44,6 @@ def mask_bbox(mask: np.ndarray, margin: Sequence[int] | int = 0) -> tuple[slice,
     return tuple(box)
 
 
-def lung_bbox(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """First and last voxel index (z, y, x) of a mask, inclusive; None when it is empty.
-
-    The box of :func:`mask_bbox` written as two index arrays, for code that draws or prints the
-    corners.
-    """
-    box = mask_bbox(mask)
-    if box is None:
-        return None
-    return np.array([s.start for s in box]), np.array([s.stop - 1 for s in box])
-
-
 def check_patch_shape(patch_shape: Sequence[int], ndim: int) -> tuple[int, ...]:
     """``patch_shape`` as a tuple of ints, one positive size per image axis, or a ValueError."""
     shape = tuple(int(s) for s in patch_shape)
