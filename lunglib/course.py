@@ -91,7 +91,7 @@ def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Genera
         pass
     if tensorflow:
         import_tensorflow_quietly()
-        from lunglib.training.train import set_seed
+        from lunglib.training import set_seed
 
         set_seed(seed)
     return np.random.default_rng(seed)
@@ -164,7 +164,7 @@ def classification_data(dataset: str, settings: Settings, data_dir: str | Path =
     ``dataset="patches"`` ``data_dir`` is the patch ``.npz`` file and ``x`` holds 2D patches,
     several per patient. ``groups`` names each sample's patient, for patient-level splits.
     """
-    from lunglib.training.train import training_arrays
+    from lunglib.training import training_arrays
 
     if dataset == "patches":
         from lunglib.datasets import load_patch_set

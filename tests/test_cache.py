@@ -137,7 +137,7 @@ def test_open_needs_a_qc_table(tmp_path):
 @pytest.mark.slow
 def test_make_dataset_streams_batches_and_refuses_augmented_validation(cohort, tmp_path):
     from lunglib.augment.transforms import default_augmentation
-    from lunglib.training.inputs import make_dataset
+    from lunglib.training import make_dataset
 
     index = cache_dataset(SyntheticDataset(cohort), Settings(cache_dir=tmp_path, **SMALL),
                           workers=1, progress=False)
