@@ -316,7 +316,7 @@ def reader_agreement(path: Path) -> tuple[float, int]:
 def prepare_best(data: dict[str, np.ndarray]) -> np.ndarray:
     """(N, CROP, CROP, 5): three HU windows and the outline at TARGET_SPACING_MM, plus a view
     around the outline resized so every nodule spans NODULE_VIEW of it (``patch_inputs``)."""
-    from lunglib.training.train import patch_inputs
+    from lunglib.training import patch_inputs
 
     return patch_inputs(data["image"], data["mask"], data["spacing"], TARGET_SPACING_MM, CROP,
                         HU_WINDOW, extra_windows=EXTRA_WINDOWS, nodule_view=NODULE_VIEW)
@@ -346,7 +346,7 @@ def best_threshold(y: np.ndarray, p: np.ndarray) -> float:
 
 def predict_tta(model, x: np.ndarray) -> np.ndarray:
     """Mean sigmoid output over the 8 rotations/flips of every patch."""
-    from lunglib.training.train import predict_proba
+    from lunglib.training import predict_proba
 
     preds = []
     for flip in (False, True):
@@ -374,7 +374,7 @@ def run_area(data, tr, va, te):
 
 def run_naive(x, data, tr, va, te, seed):
     from lunglib.models.cnn import build_cnn
-    from lunglib.training.train import predict_proba, set_seed, train_model
+    from lunglib.training import predict_proba, set_seed, train_model
 
     y = data["y"]
     va_fit = rated(data, va)
@@ -401,7 +401,7 @@ def run_best(x, data, tr_all, va, te, seeds, epochs=40, patience=8):
     """Train on every training patch, rating 3 included, with the soft target (rating - 1) / 4."""
     from lunglib.augment import dihedral_augment
     from lunglib.models.cnn import build_cnn
-    from lunglib.training.train import set_seed, train_model
+    from lunglib.training import set_seed, train_model
 
     soft = (data["rating"] - 1) / 4.0
     va_fit = rated(data, va)
@@ -456,7 +456,7 @@ def run_consensus(x, data, tr_all, va, te, seeds, multitask=False, aux_weight=0.
 
     from lunglib.augment import dihedral_augment
     from lunglib.models.cnn import build_cnn
-    from lunglib.training.train import set_seed, train_model
+    from lunglib.training import set_seed, train_model
 
     soft = ((data["reader_mean"] - 1) / 4.0).astype(np.float32)
     aux = data["characteristics"]

@@ -8,8 +8,8 @@ probability, printing validation and test AUC per seed (always per patient, whol
 - ``whole-volume``: the classic CNN (``build_cnn``: 3 blocks, 8 filters, Flatten, dense 32,
   sigmoid) trained on whole volumes with ``train_model`` (batch 8, balanced class weights,
   early stopping on the validation AUC);
-- ``cubes``: notebook 04's recipe, ``lunglib.training.train.fit_scan_classifier`` -- a valid-padding
-  patch CNN trained on nodule cubes and hard negatives, slid over the scan
+- ``cubes``: notebook 04's recipe, ``lunglib.recipes.scan_classifier.fit_scan_classifier`` -- a
+  valid-padding patch CNN trained on nodule cubes and hard negatives, slid over the scan
   (``convolutionalize``), the scan's score its most suspicious window.
 
 Usage::
@@ -88,13 +88,8 @@ def _train_once(index, train_seed: int, epochs: int) -> list[dict[str, float]]:
     from sklearn.metrics import roc_auc_score
 
     from lunglib.models.cnn import build_cnn
-    from lunglib.training.train import (
-        cache_arrays,
-        fit_scan_classifier,
-        predict_proba,
-        set_seed,
-        train_model,
-    )
+    from lunglib.recipes import fit_scan_classifier
+    from lunglib.training import cache_arrays, predict_proba, set_seed, train_model
 
     labels = index.labels()
     ids = sorted(labels)

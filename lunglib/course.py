@@ -89,7 +89,7 @@ def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Genera
         pass
     if tensorflow:
         import_tensorflow_quietly()
-        from lunglib.training.train import set_seed
+        from lunglib.training import set_seed
 
         set_seed(seed)
     return np.random.default_rng(seed)
@@ -163,7 +163,7 @@ def classification_data(dataset: str, settings: Settings, data_dir: str | Path =
     several per patient. ``groups`` names each sample's patient, for patient-level splits.
     """
     from lunglib.datasets import PATCH_SET, load_patch_set
-    from lunglib.training.train import training_arrays
+    from lunglib.training import training_arrays
 
     if dataset == PATCH_SET:
         if not data_dir:

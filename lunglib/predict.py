@@ -59,7 +59,7 @@ def _has_bundle(folder: Path, name: str) -> bool:
 
 def classify_scan(scan: CTScan, model, info: dict) -> float:
     """Cancer probability of a whole scan from a volume classifier bundle."""
-    from lunglib.training.train import predict_proba
+    from lunglib.training import predict_proba
 
     settings = Settings(size=int(info["size"]), n_slices=int(info["n_slices"]))
     prepared = prepare(scan, settings)

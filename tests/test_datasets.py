@@ -353,7 +353,7 @@ def test_medmnist_has_no_patient_level_split(tmp_path):
         patches.patient_groups()
     with pytest.raises(ValueError, match="labels are fixed"):
         patches.binary_labels(benign_max=3, malignant_min=4)
-    from lunglib.training.train import training_arrays  # what the classification notebooks call
+    from lunglib.training import training_arrays  # what the classification notebooks call
 
     with pytest.raises(ValueError, match="nodulemnist3d.npz: .*no patient-level split"):
         training_arrays(patches)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-pytest.importorskip("tensorflow")
-
-from lunglib.training.train import patch_inputs  # noqa: E402
+from lunglib.training import patch_inputs
 
 
 def _disc(radius_px: float, size: int = 71, inside: float = 40.0, outside: float = -850.0):

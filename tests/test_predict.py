@@ -34,7 +34,7 @@ def run_folder(tmp_path_factory, lidc_case_dir: Path) -> Path:
     from lunglib.models.cnn import build_cnn
     from lunglib.models.unet import build_unet
     from lunglib.preprocess import segment_lungs, window
-    from lunglib.training.train import set_seed
+    from lunglib.training import set_seed
 
     folder = tmp_path_factory.mktemp("run")
     set_seed(SEED)

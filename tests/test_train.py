@@ -10,7 +10,7 @@ keras = pytest.importorskip("keras")
 
 from lunglib.augment import dihedral_patches  # noqa: E402
 from lunglib.models.cnn import build_cnn  # noqa: E402
-from lunglib.training.train import (  # noqa: E402
+from lunglib.training import (  # noqa: E402
     EpochAugmented,
     class_weights,
     predict_proba,
@@ -218,7 +218,7 @@ def synthetic_cache(tmp_path_factory):
 def test_nodule_cubes_sit_on_the_largest_nodule_and_in_healthy_lung(synthetic_cache):
     from scipy import ndimage
 
-    from lunglib.training.inputs import nodule_cubes
+    from lunglib.training import nodule_cubes
 
     ids = synthetic_cache.ids[:8]
     x, y, groups = nodule_cubes(synthetic_cache, ids, shape=(10, 18, 18), n_negatives=3,
@@ -245,7 +245,7 @@ def test_nodule_cubes_sit_on_the_largest_nodule_and_in_healthy_lung(synthetic_ca
 
 
 def test_nodule_cubes_need_nodule_masks(synthetic_cache, monkeypatch):
-    from lunglib.training.inputs import nodule_cubes
+    from lunglib.training import nodule_cubes
 
     real_load = synthetic_cache.load
 
@@ -258,7 +258,7 @@ def test_nodule_cubes_need_nodule_masks(synthetic_cache, monkeypatch):
 
 
 def test_hard_negatives_are_the_windows_the_model_finds_most_suspicious():
-    from lunglib.training.train import hard_negatives
+    from lunglib.training import hard_negatives
 
     # a "model" whose score rises with the mean brightness of its window
     model = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.GlobalAveragePooling3D(),
@@ -282,7 +282,8 @@ def test_hard_negatives_score_every_window_as_the_patch_model_does(window, shape
     from numpy.lib.stride_tricks import sliding_window_view
 
     from lunglib.models.cnn import build_cnn
-    from lunglib.training.train import _window_scores, hard_negatives
+    from lunglib.training import hard_negatives
+    from lunglib.training.mining import _window_scores
 
     keras.utils.set_random_seed(2)
     model = build_cnn((*window, 1), n_conv_layers=2, filters=4, dense_units=6, padding="valid")
@@ -311,7 +312,8 @@ def test_learns_the_synthetic_cohort_above_chance(synthetic_cache):
     from sklearn.metrics import roc_auc_score
 
     from lunglib.evaluation.splits import patient_split
-    from lunglib.training.train import cache_arrays, fit_scan_classifier
+    from lunglib.recipes import fit_scan_classifier
+    from lunglib.training import cache_arrays
 
     labels = synthetic_cache.labels()
     ids = sorted(labels)

@@ -7,7 +7,7 @@ move together and the image is blurred by one interpolation, not four.
 
 Ranges are explicit and every random draw comes from a seeded :class:`numpy.random.Generator`,
 so a run repeats exactly. Augmentation belongs to the training split only:
-:func:`lunglib.training.inputs.make_dataset` refuses it for validation and test data.
+:func:`lunglib.training.make_dataset` refuses it for validation and test data.
 
 Inside ``tf.data``, :func:`tf_augment` wraps a transform with ``tf.numpy_function`` so that it
 runs in a parallel ``map``; TensorFlow is imported only when that function is called.

@@ -103,7 +103,7 @@ def build_cnn(
     Returns
     -------
     keras.Model
-        Compiled, ready for :func:`lunglib.training.train.train_model`.
+        Compiled, ready for :func:`lunglib.training.train_model`.
     """
     input_shape = tuple(int(s) for s in input_shape)
     if len(input_shape) not in (3, 4):

@@ -1,5 +1,15 @@
 """Recipes: complete, validated experiments as library functions.
 
 A recipe trains, predicts, chooses its thresholds and post-processing on validation patients and
-scores the test patients; benchmarks and notebooks call it and print its tables.
+scores the test patients; benchmarks and notebooks call it and print its tables. Importing this
+package is cheap: each recipe loads TensorFlow only when it runs.
 """
+
+import lazy_loader
+
+__getattr__, __dir__, __all__ = lazy_loader.attach(
+    __name__,
+    submod_attrs={
+        "scan_classifier": ["fit_scan_classifier"],
+    },
+)

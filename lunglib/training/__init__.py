@@ -1,5 +1,11 @@
 """Training: data for a model, fitting with early stopping, hard-negative mining and tuning.
 
+:mod:`~lunglib.training.data` -- arrays and ``tf.data`` datasets from the cache, nodule cubes,
+epoch-wise augmented batches; :mod:`~lunglib.training.patches` -- 2D HU nodule patches to CNN
+input; :mod:`~lunglib.training.fit` -- seeding, class weights, :func:`train_model` and
+:func:`predict_proba`; :mod:`~lunglib.training.mining` -- hard negatives;
+:mod:`~lunglib.training.tune` -- Grid and Random Search.
+
 Importing this package is cheap; TensorFlow loads when a training function is first used.
 """
 
@@ -8,20 +14,17 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "inputs": ["make_dataset", "nodule_cubes"],
-        "train": [
+        "data": [
             "EpochAugmented",
             "cache_arrays",
-            "class_weights",
-            "fit_scan_classifier",
-            "hard_negatives",
-            "patch_inputs",
-            "predict_proba",
-            "set_seed",
+            "make_dataset",
+            "nodule_cubes",
             "to_dataset",
-            "train_model",
             "training_arrays",
         ],
+        "fit": ["class_weights", "predict_proba", "set_seed", "train_model"],
+        "mining": ["hard_negatives"],
+        "patches": ["patch_inputs"],
         "tune": [
             "CNNHyperModel",
             "best_config",

@@ -25,9 +25,9 @@ import keras_tuner as kt
 import numpy as np
 import pandas as pd
 
-from lunglib.io.atomic import write_text_atomic
-from lunglib.models.cnn import build_cnn
-from lunglib.training.train import class_weights
+from lunglib.io import write_text_atomic
+from lunglib.models import build_cnn
+from lunglib.training.fit import class_weights
 
 SEARCH_SPACE: dict[str, list] = {
     "n_conv_layers": [2, 3],
@@ -257,7 +257,7 @@ def run_search(
     fixed
         ``build_cnn`` arguments held constant.
     class_weight
-        ``"balanced"``, a dict or None (as in :func:`lunglib.training.train.train_model`).
+        ``"balanced"``, a dict or None (as in :func:`lunglib.training.train_model`).
     patience
         Early stopping on ``objective`` inside each trial; None trains every epoch.
 
