@@ -6,6 +6,10 @@ import numpy as np
 import pytest
 
 from lunglib.evaluation.segmentation import (
+    BINARIZATION_THRESHOLDS,
+    binarize,
+    central_component,
+    choose_binarization,
     dice,
     dice_global,
     error_breakdown,
@@ -96,3 +100,53 @@ def test_per_nodule_scores_keep_a_nodule_in_pieces_whole_and_neighbours_out():
     assert len(score_nodules(labels > 0, pred, "A")) == 3
     with pytest.raises(ValueError, match="integer label image or a boolean mask"):
         score_nodules(labels.astype(float), pred, "A")
+
+
+def test_central_component_keeps_the_blob_under_or_nearest_the_centre():
+    mask = np.zeros((9, 9), bool)
+    mask[3:6, 3:6] = True  # under the centre (4, 4)
+    mask[0, 0:2] = True  # elsewhere
+    np.testing.assert_array_equal(central_component(mask), np.pad(np.ones((3, 3), bool), 3))
+    ring = np.zeros((9, 9), bool)
+    ring[4, 6:8] = True  # 2 pixels from the centre, which is background
+    ring[0:2, 0] = True  # farther
+    kept = central_component(ring)
+    assert kept.sum() == 2 and kept[4, 6] and kept[4, 7]
+    assert not central_component(np.zeros((5, 5))).any()
+    assert central_component(np.zeros((5, 5))).dtype == bool
+
+
+def test_binarize_thresholds_strictly_and_per_patch():
+    probs = np.zeros((2, 7, 7))
+    probs[:, 2:5, 2:5] = 0.6
+    probs[0, 0, 0] = 0.9  # a stray pixel in patch 0
+    probs[1, 3, 3] = 0.5  # exactly at the threshold: background
+    masks = binarize(probs, 0.5)
+    assert masks.dtype == bool and masks[0, 0, 0] and not masks[1, 3, 3]
+    central = binarize(probs, 0.5, central=True)
+    assert not central[0, 0, 0] and central[0].sum() == 9
+    # the central pixel is background in patch 1: the ring around it is the nearest component
+    assert central[1].sum() == 8
+    # a float32 probability equal to float32(0.2) is not above 0.2 in float64
+    assert not binarize(np.full((1, 3, 3), 0.2, np.float32), np.float32(0.2)).any()
+
+
+def test_choose_binarization_ranks_every_pair_by_validation_dice():
+    truth = np.zeros((3, 11, 11), bool)
+    truth[:, 4:7, 4:7] = True
+    probs = np.where(truth, 0.7, 0.1)
+    probs[:, 0:2, 0:2] = 0.45  # a stray blob: kept below 0.45 unless the central one is chosen
+    table = choose_binarization(probs, truth)
+    assert len(table) == 2 * len(BINARIZATION_THRESHOLDS)
+    assert BINARIZATION_THRESHOLDS[0] == 0.2 and BINARIZATION_THRESHOLDS[-1] == 0.85
+    assert list(table.columns) == ["threshold", "central", "dice"]
+    assert table["dice"].is_monotonic_decreasing
+    # Dice 1 from 0.45 to 0.65 either way, and below 0.45 with the central component: the
+    # tie goes to the highest threshold and then to keeping the central component
+    assert table.iloc[0].tolist() == [0.65, True, 1.0]
+    assert table.iloc[1].tolist() == [0.65, False, 1.0]
+    low = table[(table.threshold == 0.2) & ~table.central]["dice"].item()
+    assert low == pytest.approx(2 * 9 / (2 * 9 + 4))
+    assert table[table.threshold == 0.7]["dice"].tolist() == [0.0, 0.0]  # nothing above 0.7
+    with pytest.raises(ValueError, match="same non-empty"):
+        choose_binarization(probs[:2], truth)

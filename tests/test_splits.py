@@ -12,6 +12,7 @@ from lunglib.evaluation.splits import (
     SplitOverlapError,
     load_split,
     patient_kfold,
+    patient_shuffle_split,
     patient_split,
 )
 
@@ -113,3 +114,37 @@ def test_kfold_is_patient_level_and_covers_every_sample():
     assert all(np.array_equal(a[1], b[1]) for a, b in zip(folds, again, strict=True))
     with pytest.raises(ValueError, match="between 2"):
         patient_kfold(ids, labels, k=1)
+
+
+@pytest.mark.parametrize("seed", [0, 42])
+def test_shuffle_split_is_patient_level_with_rounded_up_sizes(seed):
+    ids, _ = _cohort(n_patients=120)
+    split = patient_shuffle_split(ids, val_fraction=0.15, test_fraction=0.15, seed=seed)
+    # GroupShuffleSplit rounds up: ceil(0.15 * 120) = 18 test, ceil(0.15 / 0.85 * 102) = 18 val
+    assert (len(split.train), len(split.val), len(split.test)) == (84, 18, 18)
+    assert set(split.train) | set(split.val) | set(split.test) == set(ids)
+    rows = split.indices(ids)
+    assert np.array_equal(np.sort(np.concatenate(list(rows.values()))), np.arange(len(ids)))
+    for name, part in rows.items():
+        assert np.all(np.diff(part) > 0)  # sorted sample indices
+        assert set(ids[part]) == set(getattr(split, name))
+    assert split.meta["method"] == "GroupShuffleSplit"
+
+
+def test_shuffle_split_is_reproducible_and_not_stratified_split():
+    ids, labels = _cohort()
+    a = patient_shuffle_split(ids, seed=11)
+    b = patient_shuffle_split(ids, seed=11)
+    assert (a.train, a.val, a.test) == (b.train, b.val, b.test)
+    assert a.test != patient_shuffle_split(ids, seed=12).test
+    assert a.test != patient_split(ids, labels, seed=11).test
+
+
+def test_shuffle_split_bad_fractions():
+    ids, _ = _cohort(n_patients=20)
+    for kwargs in ({"val_fraction": 0.0}, {"test_fraction": 1.0}, {"val_fraction": 0.5,
+                                                                   "test_fraction": 0.5}):
+        with pytest.raises(ValueError, match="fraction"):
+            patient_shuffle_split(ids, **kwargs)
+    with pytest.raises(ValueError, match="no samples"):
+        patient_shuffle_split([])

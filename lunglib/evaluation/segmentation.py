@@ -17,6 +17,11 @@ Conventions for empty masks, chosen so that per-case means stay meaningful:
   and one non-empty mask 0.0.
 - ``hausdorff95`` of two empty masks is 0.0; of exactly one empty mask it is ``nan`` (a distance
   to nothing is undefined), which :func:`summarize` leaves out of the mean and counts.
+
+Post-processing is chosen on validation patients, never on test ones: :func:`choose_postprocessing`
+for whole-scan probability maps (threshold, minimum component volume and peak),
+:func:`choose_binarization` for patches centred on a nodule (threshold, and whether to keep only
+the :func:`central_component`).
 """
 
 from __future__ import annotations
@@ -427,3 +432,102 @@ def choose_postprocessing(
     table = pd.DataFrame(rows)
     return table.sort_values(["dice", "threshold", "min_volume_mm3", "min_peak"],
                              ascending=[False, True, True, True], ignore_index=True)
+
+
+BINARIZATION_THRESHOLDS = tuple(round(0.2 + 0.05 * i, 2) for i in range(14))
+"""The thresholds :func:`choose_binarization` tries by default: 0.20 to 0.85 in steps of 0.05."""
+
+
+def central_component(mask: np.ndarray) -> np.ndarray:
+    """The connected component of a mask under, or nearest to, its centre pixel.
+
+    For patches cut around a nodule (the nodule is centred by construction), this drops
+    everything the segmenter found elsewhere -- vessels, pleura, a neighbouring nodule.
+    Components are face-connected (:func:`scipy.ndimage.label`'s default); when the centre pixel
+    is background, the component of the nearest foreground pixel (Euclidean) is kept.
+
+    Parameters
+    ----------
+    mask : ndarray
+        A 2D (or 3D) mask, nonzero = foreground.
+
+    Returns
+    -------
+    ndarray of bool
+        Same shape; all False when ``mask`` is empty.
+    """
+    labels, n = ndimage.label(mask)
+    if n == 0:
+        return np.asarray(mask).astype(bool)
+    centre = tuple(np.array(labels.shape) // 2)
+    keep = labels[centre]
+    if keep == 0:
+        _, nearest = ndimage.distance_transform_edt(labels == 0, return_indices=True)
+        keep = labels[tuple(axis[centre] for axis in nearest)]
+    return labels == keep
+
+
+def binarize(probs: np.ndarray, threshold: float, central: bool = False) -> np.ndarray:
+    """Masks ``probs > threshold``, patch by patch, optionally only each one's central component.
+
+    Parameters
+    ----------
+    probs : ndarray (n, h, w)
+        Probability maps of ``n`` patches centred on a nodule.
+    threshold : float
+        Compared in float64, so a float32 probability equal to ``float32(threshold)`` counts the
+        same whatever type ``threshold`` has.
+    central : bool, default False
+        Keep only :func:`central_component` of each mask.
+
+    Returns
+    -------
+    ndarray of bool (n, h, w)
+    """
+    masks = np.asarray(probs, dtype=np.float64) > float(threshold)
+    return np.stack([central_component(m) for m in masks]) if central else masks
+
+
+def choose_binarization(
+    probs: np.ndarray,
+    truths: np.ndarray,
+    thresholds: Sequence[float] = BINARIZATION_THRESHOLDS,
+    central: Sequence[bool] = (False, True),
+) -> pd.DataFrame:
+    """Mean patch Dice of every (threshold, keep-central-component) pair, best first.
+
+    Run it on the **validation** patches' probability maps (patches centred on a nodule, as the
+    LIDC nodule patches are); binarise the test patches with the first row (:func:`binarize`).
+    For whole-scan maps use :func:`choose_postprocessing`.
+
+    Parameters
+    ----------
+    probs : ndarray (n, h, w)
+        Validation probabilities.
+    truths : ndarray (n, h, w)
+        Validation masks (nonzero = nodule).
+    thresholds : sequence of float
+        Thresholds tried (default :data:`BINARIZATION_THRESHOLDS`).
+    central : sequence of bool
+        Whether to try keeping only the central component, not keeping it, or both.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``threshold, central, dice`` (``dice``: mean over patches), sorted by ``dice``
+        descending; ties go to the higher threshold, then to keeping the central component.
+    """
+    probs, truths = np.asarray(probs), np.asarray(truths)
+    if probs.shape != truths.shape or probs.ndim != 3 or len(probs) == 0:
+        raise ValueError(
+            f"probs {probs.shape} and truths {truths.shape} must be the same non-empty (n, h, w)"
+        )
+    rows = []
+    for threshold in thresholds:
+        for keep_central in central:
+            pred = binarize(probs, threshold, keep_central)
+            value = np.mean([dice(t, p) for t, p in zip(truths, pred, strict=True)])
+            rows.append({"threshold": float(threshold), "central": bool(keep_central),
+                         "dice": float(value)})
+    return pd.DataFrame(rows).sort_values(["dice", "threshold", "central"], ascending=False,
+                                          ignore_index=True)

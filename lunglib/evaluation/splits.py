@@ -5,6 +5,10 @@ samples all land in one split, which :meth:`Split.assert_disjoint` checks every 
 :class:`Split` is made or loaded. Stratification uses one label per patient (the largest of the
 patient's sample labels, so a patient with any malignant sample counts as malignant).
 
+Two ways to draw a train/validation/test split: :func:`patient_split` stratifies by a per-patient
+label; :func:`patient_shuffle_split` draws patients unstratified with scikit-learn's
+``GroupShuffleSplit`` (the split of the LIDC segmentation recipe, which has no label to stratify).
+
 Save a split with :meth:`Split.save` and read it back with :func:`load_split` so every notebook
 trains, tunes and evaluates on the same patients.
 """
@@ -18,7 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sklearn.model_selection import StratifiedGroupKFold, train_test_split
+from sklearn.model_selection import (
+    GroupShuffleSplit,
+    StratifiedGroupKFold,
+    train_test_split,
+)
 
 from lunglib.io.atomic import write_text_atomic
 
@@ -69,6 +77,10 @@ class Split:
         """Boolean sample masks ``{"train", "val", "test"}`` for per-sample patient ids."""
         part = self.part_of(patient_ids)
         return {name: part == name for name in ("train", "val", "test")}
+
+    def indices(self, patient_ids: Sequence) -> dict[str, np.ndarray]:
+        """Sorted integer sample indices ``{"train", "val", "test"}`` for per-sample patient ids."""
+        return {name: np.flatnonzero(mask) for name, mask in self.masks(patient_ids).items()}
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the split as JSON (atomically) and return the path."""
@@ -163,6 +175,65 @@ def patient_split(
         test=list(test),
         seed=seed,
         meta={"val_fraction": val_fraction, "test_fraction": test_fraction},
+    )
+
+
+def patient_shuffle_split(
+    patient_ids: Sequence,
+    val_fraction: float = 0.15,
+    test_fraction: float = 0.15,
+    seed: int = 42,
+) -> Split:
+    """Split patients into train/validation/test at random, without stratification.
+
+    Two draws of scikit-learn's ``GroupShuffleSplit`` over the sorted distinct patient ids: first
+    ``ceil(test_fraction * n)`` of the ``n`` patients go to test (``random_state=seed``), then
+    ``ceil(val_fraction / (1 - test_fraction) * m)`` of the ``m`` remaining ones to validation
+    (``random_state=seed + 1``). Use it where no per-patient label exists to stratify by (e.g.
+    segmentation); :func:`patient_split` draws a different split from the same seed (stratified,
+    and rounding the split sizes instead of rounding them up).
+
+    Parameters
+    ----------
+    patient_ids
+        One id per sample; repeated ids (several patches of one patient) stay together.
+    val_fraction, test_fraction
+        Fractions of *patients* in the validation and test splits, each in (0, 1), summing to
+        less than 1.
+    seed
+        Random seed; the same ids and seed give the same split.
+
+    Returns
+    -------
+    Split
+        With patient ids; :meth:`Split.indices` gives the sample indices.
+    """
+    for name, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"{name} must be in (0, 1), got {value}")
+    if val_fraction + test_fraction >= 1.0:
+        raise ValueError(
+            f"val_fraction + test_fraction = {val_fraction + test_fraction} leaves no training "
+            "patients; keep the sum below 1"
+        )
+    ids = np.asarray([str(p) for p in patient_ids])
+    if ids.size == 0:
+        raise ValueError("no samples to split")
+    rows = np.arange(len(ids))
+    outer = GroupShuffleSplit(n_splits=1, test_size=test_fraction, random_state=seed)
+    rest, test = next(outer.split(rows, groups=ids))
+    # the validation fraction is of all patients, so rescale it to what is left
+    inner = GroupShuffleSplit(
+        n_splits=1, test_size=val_fraction / (1.0 - test_fraction), random_state=seed + 1
+    )
+    train, val = next(inner.split(rest, groups=ids[rest]))
+    return Split(
+        train=list(np.unique(ids[rest[train]])),
+        val=list(np.unique(ids[rest[val]])),
+        test=list(np.unique(ids[test])),
+        seed=seed,
+        meta={"val_fraction": val_fraction, "test_fraction": test_fraction,
+              "method": "GroupShuffleSplit"},
     )
 
 
