@@ -17,6 +17,10 @@ from lunglib.evaluation.classification import (
     evaluate_binary,
 )
 from lunglib.evaluation.segmentation import (
+    BINARIZATION_THRESHOLDS,
+    binarize,
+    central_component,
+    choose_binarization,
     choose_postprocessing,
     dice,
     dice_global,
@@ -32,17 +36,22 @@ from lunglib.evaluation.splits import (
     SplitOverlapError,
     load_split,
     patient_kfold,
+    patient_shuffle_split,
     patient_split,
 )
 
 __all__ = [
+    "BINARIZATION_THRESHOLDS",
     "THRESHOLD_RULES",
     "BinaryEvaluation",
     "Split",
     "SplitOverlapError",
     "aggregate_by_group",
+    "binarize",
     "bootstrap_ci",
     "calibration_table",
+    "central_component",
+    "choose_binarization",
     "choose_postprocessing",
     "choose_threshold",
     "classification_metrics",
@@ -56,6 +65,7 @@ __all__ = [
     "iou_global",
     "load_split",
     "patient_kfold",
+    "patient_shuffle_split",
     "patient_split",
     "score_cases",
     "score_nodules",

@@ -10,6 +10,16 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "lidc_unet": [
+            "LidcUnetResult",
+            "TrainedUnet",
+            "evaluate_lidc_unet",
+            "lidc_unet_inputs",
+            "lidc_unet_targets",
+            "predict_lidc_unet",
+            "run_lidc_unet",
+            "train_lidc_unet",
+        ],
         "scan_classifier": ["fit_scan_classifier"],
     },
 )
