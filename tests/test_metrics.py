@@ -16,6 +16,7 @@ from lunglib.evaluation.classification import (
     classification_metrics,
     confusion_table,
     evaluate_binary,
+    paired_bootstrap_ci,
 )
 
 Y = [0, 0, 1, 1, 1, 0, 1, 0]
@@ -128,3 +129,64 @@ def test_aggregate_by_group_is_the_identity_for_distinct_groups() -> None:
 def test_aggregate_by_group_explains_mismatched_lengths() -> None:
     with pytest.raises(ValueError, match="same length"):
         aggregate_by_group([0.1, 0.2], ["a"])
+
+
+def test_accuracy_threshold_by_hand() -> None:
+    # sorted: 0.1 (0), 0.2 (0), 0.35 (1), 0.4 (0), 0.6 (0), 0.7 (1), 0.8 (1), 0.9 (1); at 0.7
+    # every negative is below and 3 of 4 positives at or above: 7 of 8, the most of any candidate
+    assert choose_threshold(Y, P, rule="accuracy") == pytest.approx(0.7)
+
+
+def test_accuracy_threshold_takes_the_lowest_of_ties_and_may_be_one_half() -> None:
+    # 3 of 4 correct at 0.3, 0.5 and 0.9 (2 of 4 at 0.2 and 0.6): the lowest, 0.3, wins
+    assert choose_threshold([0, 1, 0, 1], [0.2, 0.3, 0.6, 0.9], rule="accuracy") == 0.3
+    # every threshold in (0.45, 0.55] separates the classes; 0.5 is a candidate and the lowest
+    assert choose_threshold([0, 0, 1, 1], [0.1, 0.45, 0.55, 0.9], rule="accuracy") == 0.5
+
+
+def test_accuracy_threshold_is_the_most_accurate_candidate() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(200):
+        n = int(rng.integers(4, 40))
+        y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        p = np.round(rng.random(n), 1)  # many ties
+        candidates = np.unique(np.append(p, 0.5))
+        accuracy = [np.mean((p >= t) == y) for t in candidates]
+        expected = candidates[int(np.argmax(accuracy))]
+        assert choose_threshold(y, p, rule="accuracy") == expected
+
+
+def test_paired_bootstrap_of_identical_predictors_is_zero() -> None:
+    rng = np.random.default_rng(5)
+    y = np.r_[0, 1, rng.integers(0, 2, 40)]
+    p = rng.random(42)
+    assert paired_bootstrap_ci(y, p, p, roc_auc_score, n_boot=50) == (0.0, 0.0)
+
+
+def test_paired_bootstrap_resamples_whole_groups_in_sorted_order() -> None:
+    y = np.array([0, 1, 1, 0, 1, 0])
+    p_a = np.array([0.1, 0.8, 0.7, 0.3, 0.6, 0.4])
+    p_b = np.array([0.5, 0.4, 0.9, 0.2, 0.3, 0.6])
+    groups = np.array(["c", "a", "a", "b", "c", "b"])  # sorted ids: a, b, c
+    low, high = paired_bootstrap_ci(y, p_a, p_b, roc_auc_score, n_boot=1, groups=groups, seed=3)
+    members = {0: [1, 2], 1: [3, 5], 2: [0, 4]}
+    drawn = np.random.default_rng(3).integers(0, 3, 3)
+    index = np.concatenate([members[int(g)] for g in drawn])
+    expected = roc_auc_score(y[index], p_a[index]) - roc_auc_score(y[index], p_b[index])
+    assert low == pytest.approx(expected) and high == pytest.approx(expected)
+
+
+def test_paired_bootstrap_brackets_a_clear_difference_and_shares_a_generator() -> None:
+    rng = np.random.default_rng(6)
+    y = np.r_[0, 1, rng.integers(0, 2, 118)]
+    good = np.clip(0.6 * y + rng.uniform(0, 0.4, 120), 0, 1)
+    noise = rng.random(120)
+    low, high = paired_bootstrap_ci(y, good, noise, roc_auc_score, n_boot=60, seed=0)
+    point = roc_auc_score(y, good) - roc_auc_score(y, noise)
+    assert 0 < low <= point <= high
+    back = paired_bootstrap_ci(y, noise, good, roc_auc_score, n_boot=60, seed=0)
+    assert back == pytest.approx((-high, -low))
+    stream = np.random.default_rng(0)
+    first = paired_bootstrap_ci(y, good, noise, roc_auc_score, n_boot=60, seed=stream)
+    second = paired_bootstrap_ci(y, good, noise, roc_auc_score, n_boot=60, seed=stream)
+    assert first == (low, high) and second != first  # the second call continues the stream

@@ -15,6 +15,7 @@ from lunglib.evaluation.classification import (
     classification_metrics,
     confusion_table,
     evaluate_binary,
+    paired_bootstrap_ci,
 )
 from lunglib.evaluation.segmentation import (
     BINARIZATION_THRESHOLDS,
@@ -64,6 +65,7 @@ __all__ = [
     "iou",
     "iou_global",
     "load_split",
+    "paired_bootstrap_ci",
     "patient_kfold",
     "patient_shuffle_split",
     "patient_split",

@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-THRESHOLD_RULES = ("youden", "f1", "sensitivity")
+THRESHOLD_RULES = ("youden", "f1", "sensitivity", "accuracy")
 
 
 def _as_binary(y_true: Sequence[int], y_prob: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -44,10 +44,12 @@ def choose_threshold(
     ----------
     y_val, p_val : array-like
         Validation labels (0/1) and predicted probabilities of class 1.
-    rule : {"youden", "f1", "sensitivity"}
+    rule : {"youden", "f1", "sensitivity", "accuracy"}
         ``youden`` maximises sensitivity + specificity - 1; ``f1`` maximises F1;
         ``sensitivity`` takes the highest threshold whose sensitivity reaches
-        ``min_sensitivity`` (a screening setting).
+        ``min_sensitivity`` (a screening setting); ``accuracy`` maximises accuracy over the
+        candidate thresholds 0.5 and every validation probability (``p >= threshold`` is
+        positive), the lowest of equally accurate ones.
     min_sensitivity : float
         Used by the ``sensitivity`` rule.
 
@@ -60,6 +62,8 @@ def choose_threshold(
         raise ValueError(f"rule must be one of {THRESHOLD_RULES}; got {rule!r}")
     if len(np.unique(y)) < 2:
         raise ValueError("the validation split needs both classes to choose a threshold")
+    if rule == "accuracy":
+        return _most_accurate_threshold(y, p)
     if rule == "f1":
         precision, recall, thresholds = skm.precision_recall_curve(y, p)
         f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
@@ -70,6 +74,16 @@ def choose_threshold(
         return float(thresholds[int(np.argmax(tpr - fpr))])
     reaching = np.flatnonzero(tpr >= min_sensitivity)
     return float(thresholds[reaching[0]])
+
+
+def _most_accurate_threshold(y: np.ndarray, p: np.ndarray) -> float:
+    """The candidate (0.5 or a value of ``p``) with the most correct ``p >= t`` decisions."""
+    candidates = np.unique(np.append(p, 0.5))
+    positives, negatives = np.sort(p[y == 1]), np.sort(p[y == 0])
+    # correct = positives at or above t + negatives below t; integer counts, so ties are exact
+    correct = (positives.size - np.searchsorted(positives, candidates, side="left")
+               + np.searchsorted(negatives, candidates, side="left"))
+    return float(candidates[int(np.argmax(correct))])
 
 
 def classification_metrics(
@@ -124,12 +138,22 @@ def bootstrap_ci(
     else:
         codes = pd.factorize(np.asarray(groups))[0]
         members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    return _percentile_bootstrap(lambda index: metric(y[index], p[index]), members, n_boot,
+                                 confidence, rng)
+
+
+def _percentile_bootstrap(
+    statistic: Callable[[np.ndarray], float], members: Sequence[np.ndarray], n_boot: int,
+    confidence: float, rng: np.random.Generator,
+) -> tuple[float, float]:
+    """Percentile interval of ``statistic(index)`` over resamples of whole ``members`` (index
+    arrays); resamples where it raises ``ValueError`` or is not finite are skipped."""
     values = []
     for _ in range(n_boot):
         chosen = rng.integers(0, len(members), len(members))
         index = np.concatenate([members[c] for c in chosen])
         try:
-            value = metric(y[index], p[index])
+            value = statistic(index)
         except ValueError:
             continue
         if np.isfinite(value):
@@ -139,6 +163,59 @@ def bootstrap_ci(
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
     return float(low), float(high)
+
+
+def paired_bootstrap_ci(
+    y_true: Sequence[int],
+    y_prob_a: Sequence[float],
+    y_prob_b: Sequence[float],
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 2000,
+    confidence: float = 0.95,
+    groups: Sequence[object] | None = None,
+    seed: int | np.random.Generator = 0,
+) -> tuple[float, float]:
+    """Percentile bootstrap confidence interval of ``metric(y, p_a) - metric(y, p_b)``.
+
+    Two predictors scored on the same samples are compared on the same resamples (a paired
+    bootstrap), so the sample-to-sample noise they share cancels out of the difference.
+
+    Parameters
+    ----------
+    y_true : array-like of 0/1
+        Labels of the samples both predictors scored.
+    y_prob_a, y_prob_b : array-like of float
+        The two predictors' probabilities of class 1, one per sample.
+    metric : callable
+        ``metric(y, p) -> float``, for example :func:`sklearn.metrics.roc_auc_score`. Resamples
+        on which it is undefined (raises ``ValueError`` or gives NaN, as ROC-AUC on one class
+        only) are skipped.
+    n_boot : int
+        Resamples drawn.
+    confidence : float
+        Coverage of the interval.
+    groups : array-like, optional
+        Group (patient) of every sample: whole groups are resampled, in the order of their
+        sorted ids, so the several samples of one patient do not pass for independent evidence.
+    seed : int or numpy.random.Generator
+        Random source; pass one Generator to several calls to continue one random stream.
+
+    Returns
+    -------
+    (float, float)
+        The interval's low and high ends; NaN when no resample could be scored.
+    """
+    y, p_a = _as_binary(y_true, y_prob_a)
+    _, p_b = _as_binary(y_true, y_prob_b)
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    if groups is None:
+        members = [np.array([i]) for i in range(y.size)]
+    else:
+        codes = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
+        members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
+    return _percentile_bootstrap(
+        lambda index: metric(y[index], p_a[index]) - metric(y[index], p_b[index]), members,
+        n_boot, confidence, rng)
 
 
 def aggregate_by_group(values: Sequence[float], groups: Sequence[object]) -> np.ndarray:

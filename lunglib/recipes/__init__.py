@@ -20,6 +20,18 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "run_lidc_unet",
             "train_lidc_unet",
         ],
+        "malignancy": [
+            "MALIGNANCY_CNN_CONFIG",
+            "MalignancyClassifier",
+            "MalignancyData",
+            "build_malignancy_cnn",
+            "cross_validate_malignancy",
+            "malignancy_data",
+            "predict_malignancy",
+            "prepare_malignancy_inputs",
+            "train_malignancy_classifier",
+        ],
+        "malignancy_report": ["summarize_malignancy", "compare_with_reference"],
         "scan_classifier": ["fit_scan_classifier"],
     },
 )
