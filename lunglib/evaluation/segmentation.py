@@ -391,7 +391,7 @@ def choose_postprocessing(
         ``dice`` descending; ties go to the lower threshold, the smaller minimum volume and the
         lower minimum peak.
     """
-    from lunglib.inference.segment import kept_components, label_candidates
+    from lunglib.inference import kept_components, label_candidates
 
     if not len(probs) == len(truths) == len(spacings) or len(probs) == 0:
         raise ValueError(
