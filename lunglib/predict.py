@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from lunglib.inference.segment import (
+from lunglib.inference import (
     candidate_mask,
     context_step_for,
     find_candidates,

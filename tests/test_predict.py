@@ -29,12 +29,12 @@ def run_folder(tmp_path_factory, lidc_case_dir: Path) -> Path:
     still did so for seed 2).
     """
     from lunglib.datasets import open_dataset
-    from lunglib.inference.segment import sample_patches
     from lunglib.models.bundle import save_bundle
     from lunglib.models.cnn import build_cnn
     from lunglib.models.unet import build_unet
     from lunglib.preprocess import segment_lungs, window
     from lunglib.training import set_seed
+    from lunglib.training.sampling import sample_patches
 
     folder = tmp_path_factory.mktemp("run")
     set_seed(SEED)
@@ -139,7 +139,7 @@ def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_name
     with pytest.raises(ValueError):  # the same model without its context: 1 channel, not 5
         segment_scan(scan, model, {"depth": 2}, lung)
     # trained with channels 2.5 mm apart: on 1.25 mm slices every second slice is a channel
-    from lunglib.inference.segment import predict_volume, slice_window
+    from lunglib.inference import predict_volume, slice_window
     from lunglib.models.unet import resize_unet
     from lunglib.preprocess import window
 

@@ -1,4 +1,5 @@
-"""Segmentation metrics, training patches, sliding-window inference and nodule candidates."""
+"""Segmentation metrics, training patches (lunglib.training.sampling), sliding-window inference and
+nodule candidates (lunglib.inference)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 from scipy import ndimage
 
 from lunglib.evaluation.segmentation import dice, hausdorff95, iou, score_cases, summarize
-from lunglib.inference.segment import extract_patch, find_candidates, predict_volume, sample_patches
+from lunglib.inference import find_candidates, predict_volume
+from lunglib.preprocess import extract_patch
+from lunglib.training.sampling import sample_patches
 
 
 def sphere(shape, centre_zyx, radius_mm, spacing) -> np.ndarray:
@@ -173,7 +176,7 @@ def test_planar_patches_from_a_volume_cover_every_slice_of_a_nodule():
 
 
 def test_slice_window_rounds_the_lung_box_up():
-    from lunglib.inference.segment import slice_window
+    from lunglib.inference import slice_window
 
     lung = np.zeros((5, 100, 90), np.uint8)
     lung[1:4, 10:61, 20:53] = 1  # 51 x 33, grown by 2 on each side: 55 x 37
@@ -317,7 +320,7 @@ def test_sliding_window_with_context_sees_the_neighbouring_slices():
 
 
 def test_context_step_spaces_the_channels_a_fixed_number_of_slices_apart():
-    from lunglib.inference.segment import context_step_for
+    from lunglib.inference import context_step_for
 
     assert [context_step_for(t, 2.5) for t in (1.0, 1.25, 2.0, 2.5, 3.0)] == [2, 2, 1, 1, 1]
     assert context_step_for(1.25, None) == 1 and context_step_for(1.25, 0) == 1
@@ -351,7 +354,7 @@ class _FirstChannelModel:
 
 
 def test_candidate_mask_drops_components_below_the_minimum_volume():
-    from lunglib.inference.segment import candidate_mask
+    from lunglib.inference import candidate_mask
 
     spacing = (2.0, 1.0, 1.0)
     big = sphere((20, 40, 40), (10, 12, 12), 5.0, spacing)
@@ -412,7 +415,7 @@ def test_postprocessing_search_scores_the_masks_candidate_mask_makes():
     from scipy import ndimage
 
     from lunglib.evaluation.segmentation import choose_postprocessing, dice
-    from lunglib.inference.segment import candidate_mask
+    from lunglib.inference import candidate_mask
 
     rng = np.random.default_rng(3)
     probs, truths, spacings = [], [], []
@@ -459,7 +462,7 @@ def test_flip_averages_each_window_with_its_left_right_mirror(patch_shape):
 
 
 def test_min_peak_drops_faint_candidates_grown_from_the_same_threshold():
-    from lunglib.inference.segment import candidate_mask
+    from lunglib.inference import candidate_mask
 
     spacing = (2.0, 1.0, 1.0)
     confident = sphere((20, 40, 40), (10, 12, 12), 5.0, spacing)
@@ -496,7 +499,7 @@ def test_postprocessing_grid_with_a_minimum_peak_keeps_a_faint_rim():
 
 
 def test_false_positive_patches_are_cut_where_the_model_fires_off_the_nodules():
-    from lunglib.inference.segment import false_positive_patches
+    from lunglib.training.sampling import false_positive_patches
 
     shape = (12, 40, 40)
     image = np.random.default_rng(1).normal(size=shape).astype(np.float32)

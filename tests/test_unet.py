@@ -147,7 +147,8 @@ def tubes_and_balls(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 @pytest.mark.slow
 def test_neighbouring_slices_as_channels_tell_vessels_from_nodules():
     """The 2.5D input (context) separates what a single slice cannot."""
-    from lunglib.inference.segment import predict_volume, sample_patches
+    from lunglib.inference import predict_volume
+    from lunglib.training.sampling import sample_patches
 
     rng = np.random.default_rng(3)
     train = [tubes_and_balls(rng) for _ in range(4)]

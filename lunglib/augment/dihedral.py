@@ -98,7 +98,7 @@ def dihedral_patches(
     Parameters
     ----------
     images : ndarray (n, h, w) or (n, h, w, channels)
-        Patches, for example from :func:`lunglib.inference.segment.sample_patches`; with
+        Patches, for example from :func:`lunglib.training.sampling.sample_patches`; with
         channels (2.5D context slices) every channel gets the same transform.
     masks : ndarray (n, h, w) or (n, h, w, 1)
         Their masks.

@@ -32,6 +32,7 @@ from lunglib.evaluation.segmentation import (
     score_cases,
     score_nodules,
 )
+from lunglib.evaluation.selection import VariantChoice, choose_variant
 from lunglib.evaluation.splits import (
     Split,
     SplitOverlapError,
@@ -44,6 +45,7 @@ from lunglib.evaluation.splits import (
 __all__ = [
     "BINARIZATION_THRESHOLDS",
     "THRESHOLD_RULES",
+    "VariantChoice",
     "BinaryEvaluation",
     "Split",
     "SplitOverlapError",
@@ -55,6 +57,7 @@ __all__ = [
     "choose_binarization",
     "choose_postprocessing",
     "choose_threshold",
+    "choose_variant",
     "classification_metrics",
     "confusion_table",
     "dice",

@@ -163,7 +163,7 @@ def error_breakdown(
         Kept under ``case_id``.
     connectivity : {1, 2, 3}, default 3
         Neighbourhood that makes predicted voxels one component (as
-        :func:`lunglib.inference.segment.candidate_mask`).
+        :func:`lunglib.inference.candidate_mask`).
 
     Returns
     -------
@@ -376,7 +376,7 @@ def choose_postprocessing(
     """Mean whole-scan Dice of every (threshold, minimum volume, minimum peak), best first.
 
     Run it on the **validation** patients' probability maps; take the first row for the test
-    patients. The masks are those of :func:`lunglib.inference.segment.candidate_mask`.
+    patients. The masks are those of :func:`lunglib.inference.candidate_mask`.
 
     Parameters
     ----------
@@ -396,7 +396,7 @@ def choose_postprocessing(
         ``dice`` descending; ties go to the lower threshold, the smaller minimum volume and the
         lower minimum peak.
     """
-    from lunglib.inference.segment import kept_components, label_candidates
+    from lunglib.inference import kept_components, label_candidates
 
     if not len(probs) == len(truths) == len(spacings) or len(probs) == 0:
         raise ValueError(

@@ -1,16 +1,18 @@
-"""Inference: a trained model over a whole scan (sliding windows) and nodule candidates from it."""
+"""Inference: a trained model over a whole scan (sliding windows) and nodule candidates from it.
 
-from lunglib.inference.segment import (
+:mod:`~lunglib.inference.sliding` runs a patch model over the lungs of a scan into a probability
+map; :mod:`~lunglib.inference.candidates` turns a probability map into nodule candidates (a
+table or a mask).
+"""
+
+from lunglib.inference.candidates import (
     CANDIDATE_COLUMNS,
     candidate_mask,
-    context_step_for,
     find_candidates,
     kept_components,
     label_candidates,
-    lung_box,
-    predict_volume,
-    slice_window,
 )
+from lunglib.inference.sliding import context_step_for, lung_box, predict_volume, slice_window
 
 __all__ = [
     "CANDIDATE_COLUMNS",

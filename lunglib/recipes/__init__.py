@@ -33,5 +33,16 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         ],
         "malignancy_report": ["summarize_malignancy", "compare_with_reference"],
         "scan_classifier": ["fit_scan_classifier"],
+        "whole_scan": [
+            "Case",
+            "TrainedSegmenter",
+            "WholeScanConfig",
+            "WholeScanResult",
+            "load_cases",
+            "run_whole_scan_recipe",
+            "segment_scans",
+            "train_whole_scan_segmenter",
+        ],
+        "whole_scan_scoring": ["WholeScanScores", "score_test"],
     },
 )

@@ -2,7 +2,8 @@
 
 :mod:`~lunglib.training.data` -- arrays and ``tf.data`` datasets from the cache, nodule cubes,
 epoch-wise augmented batches; :mod:`~lunglib.training.patches` -- 2D HU nodule patches to CNN
-input; :mod:`~lunglib.training.fit` -- seeding, class weights, :func:`train_model` and
+input; :mod:`~lunglib.training.sampling` -- segmentation patches around nodules and a model's false
+positives; :mod:`~lunglib.training.fit` -- seeding, class weights, :func:`train_model` and
 :func:`predict_proba`; :mod:`~lunglib.training.mining` -- hard negatives;
 :mod:`~lunglib.training.tune` -- Grid and Random Search.
 
@@ -14,6 +15,7 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
+        "sampling": ["check_context", "false_positive_patches", "sample_patches"],
         "data": [
             "EpochAugmented",
             "cache_arrays",

@@ -327,7 +327,7 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     lung_mask : ndarray
         Lung mask in the scan's grid, outlined on the slices.
     candidates : DataFrame
-        From :func:`lunglib.inference.segment.find_candidates`; the most probable ones are circled.
+        From :func:`lunglib.inference.find_candidates`; the most probable ones are circled.
     summary : mapping
         ``cancer_probability``, ``threshold`` and ``notes`` as in
         :meth:`lunglib.predict.Prediction.summary`.
