@@ -35,6 +35,15 @@ ID_COLUMNS = ("id", "patient_id", "patient", "case", "case_id", "seriesuid")
 LABEL_COLUMNS = ("cancer", "label", "malignant", "class", "y")
 
 
+def display_path(path: str | os.PathLike) -> str:
+    """``path`` relative to the working directory, for reprs and printouts.
+
+    Notebooks print datasets and caches; an absolute path would put the folder layout of the
+    machine that ran them into every committed output.
+    """
+    return os.path.relpath(Path(path).absolute())
+
+
 def project_root() -> Path:
     """The repository root when lunglib runs from a checkout, else ``~/.lunglib``."""
     here = Path(__file__).resolve().parents[1]

@@ -144,3 +144,30 @@ def test_replace_validates_again():
     assert s.replace(size=32).size == 32
     with pytest.raises(ValueError, match="size"):
         s.replace(size=0)
+
+
+def test_dataset_and_cache_reprs_carry_no_absolute_path(tmp_path, monkeypatch):
+    """Notebook outputs print these objects; they must not name the machine's folders."""
+    from lunglib.datasets.base import CTDataset
+    from lunglib.preprocess.cache import CacheIndex
+
+    (tmp_path / "notebooks").mkdir()
+    monkeypatch.chdir(tmp_path / "notebooks")
+    class ThreePatients(CTDataset):
+        def patient_ids(self):
+            return ["a", "b", "c"]
+
+        def load_scan(self, patient_id):
+            raise NotImplementedError
+
+        def __len__(self):
+            return 3
+
+    dataset = object.__new__(ThreePatients)
+    dataset.root = tmp_path / "data" / "synthetic"
+    assert repr(dataset) == "ThreePatients(root='../data/synthetic', patients=3)"
+    index = object.__new__(CacheIndex)
+    index.folder, index.qc_rows = tmp_path / "data" / "cache" / "abc", []
+    monkeypatch.setattr(CacheIndex, "__len__", lambda self: 2)
+    assert repr(index) == "CacheIndex('../data/cache/abc', ok=2, skipped=0)"
+    assert str(tmp_path) not in repr(dataset) + repr(index)

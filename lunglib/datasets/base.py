@@ -13,6 +13,7 @@ import numpy as np
 
 from lunglib.io.dicom import CTScan
 from lunglib.io.qc import QCFinding
+from lunglib.settings import display_path
 
 
 class CTDataset(abc.ABC):
@@ -73,4 +74,4 @@ class CTDataset(abc.ABC):
         return len(self.patient_ids())
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(root={str(self.root)!r}, patients={len(self)})"
+        return f"{type(self).__name__}(root={display_path(self.root)!r}, patients={len(self)})"

@@ -35,7 +35,7 @@ from lunglib.datasets.base import CTDataset
 from lunglib.io.atomic import write_bytes_atomic
 from lunglib.io.qc import summarize
 from lunglib.preprocess.volume import PREPROCESS_VERSION, PrepareOptions, prepare
-from lunglib.settings import Settings
+from lunglib.settings import Settings, display_path
 
 QC_COLUMNS = (
     "id", "status", "reason", "label", "n_slices_source", "rows_source", "columns_source",
@@ -192,7 +192,8 @@ class CacheIndex:
         return len(self.ids)
 
     def __repr__(self) -> str:
-        return f"CacheIndex({str(self.folder)!r}, ok={len(self)}, skipped={len(self.skipped)})"
+        folder = display_path(self.folder)
+        return f"CacheIndex({folder!r}, ok={len(self)}, skipped={len(self.skipped)})"
 
 
 def _existing_row(path: Path) -> dict[str, object] | None:
