@@ -42,3 +42,6 @@ def pet_ct_dx_dir() -> Path:
 def lidc_patches_npz() -> Path:
     """The development split of real LIDC nodule patches with masks and ratings."""
     return _shared("lidc_nodule_patches", "dev.npz")
+
+
+from _browser import chromium  # noqa: E402,F401  -- the shared browser fixture (tests/_browser.py)
