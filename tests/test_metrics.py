@@ -6,11 +6,14 @@ import math
 
 import numpy as np
 import pytest
+from sklearn.calibration import calibration_curve
 from sklearn.metrics import roc_auc_score
 
 from lunglib.evaluation.classification import (
+    BootstrapInterval,
     aggregate_by_group,
     bootstrap_ci,
+    bootstrap_interval,
     calibration_table,
     choose_threshold,
     classification_metrics,
@@ -38,6 +41,8 @@ def test_metrics_match_hand_computed_values() -> None:
                               math.log(0.8), math.log(0.9), math.log(1 - 0.6), math.log(0.7),
                               math.log(1 - 0.2)])
     assert m["log_loss"] == pytest.approx(expected_loss)
+    # Brier: mean squared (p - y) = (0.01 + 0.16 + 0.4225 + 0.04 + 0.01 + 0.36 + 0.09 + 0.04) / 8
+    assert m["brier"] == pytest.approx(1.1325 / 8)
 
 
 def test_threshold_changes_the_confusion_matrix() -> None:
@@ -190,3 +195,82 @@ def test_paired_bootstrap_brackets_a_clear_difference_and_shares_a_generator() -
     first = paired_bootstrap_ci(y, good, noise, roc_auc_score, n_boot=60, seed=stream)
     second = paired_bootstrap_ci(y, good, noise, roc_auc_score, n_boot=60, seed=stream)
     assert first == (low, high) and second != first  # the second call continues the stream
+
+
+def test_evaluate_binary_reports_the_brier_score_with_its_interval() -> None:
+    y_val, p_val = [0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.6, 0.7, 0.9]
+    result = evaluate_binary(y_val, p_val, Y, P, n_boot=60)
+    brier = result.table.set_index("metric").loc["brier"]
+    assert brier.value == pytest.approx(1.1325 / 8)
+    assert brier.ci_low < brier.value < brier.ci_high
+    assert result.as_dict()["brier"] == pytest.approx(1.1325 / 8)
+    assert result.as_dict()["ci95"]["brier"] == [brier.ci_low, brier.ci_high]
+
+
+def test_intervals_of_a_perfectly_separated_small_test_split_are_flagged_degenerate() -> None:
+    # 16 test patients, every positive above the validation threshold (0.6) and every negative
+    # below: every resample has precision, recall, specificity, accuracy, F1, ROC-AUC and
+    # PR-AUC 1 -- an interval [1, 1] that only says the split is small. The log-loss and Brier
+    # score still vary with the resampled probabilities.
+    y_val, p_val = [0, 0, 0, 1, 1, 1], [0.1, 0.2, 0.3, 0.6, 0.7, 0.9]
+    y_test = np.r_[np.zeros(8, int), np.ones(8, int)]
+    p_test = np.r_[np.linspace(0.05, 0.4, 8), np.linspace(0.65, 0.95, 8)]
+    result = evaluate_binary(y_val, p_val, y_test, p_test, n_boot=100)
+    table = result.table.set_index("metric")
+    assert table["ci_degenerate"].dtype == bool
+    assert table.loc["precision", ["ci_low", "ci_high"]].tolist() == [1.0, 1.0]
+    # PR-AUC is 1 in every resample up to rounding (0.9999999999999998: sums in another order)
+    assert table.loc["pr_auc", "ci_low"] == pytest.approx(1.0, abs=1e-12)
+    expected = ["accuracy", "precision", "recall", "specificity", "f1", "roc_auc", "pr_auc"]
+    assert result.as_dict()["ci_degenerate"] == expected
+    assert not table.loc["brier", "ci_degenerate"] and not table.loc["log_loss", "ci_degenerate"]
+    # one positive moved below the threshold (0.5), still above every negative: recall, accuracy
+    # and F1 now vary; precision and specificity (no negative above the threshold) and the
+    # ranking metrics (the classes are still separated) stay 1
+    p_test[8] = 0.5
+    flags = evaluate_binary(y_val, p_val, y_test, p_test, n_boot=100).as_dict()["ci_degenerate"]
+    assert flags == ["precision", "specificity", "roc_auc", "pr_auc"]
+
+
+def test_bootstrap_interval_counts_distinct_values_and_matches_bootstrap_ci() -> None:
+    rng = np.random.default_rng(7)
+    y = np.r_[0, 1, rng.integers(0, 2, 38)]
+    p = rng.random(40)
+    interval = bootstrap_interval(y, p, roc_auc_score, n_boot=100, seed=3)
+    assert (interval.low, interval.high) == bootstrap_ci(y, p, roc_auc_score, n_boot=100, seed=3)
+    assert interval.scored == 100 and interval.distinct > 50 and not interval.degenerate
+    constant = bootstrap_interval(y, p, lambda yy, pp: 0.5, n_boot=100)
+    assert (constant.low, constant.high, constant.distinct) == (0.5, 0.5, 1)
+    assert constant.degenerate
+    # several distinct values but a zero-width interval (nearly every resample alike): degenerate
+    assert BootstrapInterval(1.0, 1.0, distinct=3, scored=100).degenerate
+    never = bootstrap_interval(y, p, lambda yy, pp: float("nan"), n_boot=20)
+    assert np.isnan(never.low) and never.scored == 0 and never.degenerate
+
+
+def test_calibration_table_counts_samples_and_patients_per_bin() -> None:
+    y = [0, 0, 1, 0, 1, 1]
+    p = [0.1, 0.2, 0.3, 0.6, 0.7, 0.9]
+    groups = ["a", "a", "b", "c", "c", "c"]
+    # 2 quantile bins split at the median 0.45: {0.1, 0.2, 0.3} (1 of 3 positive; patients a, b)
+    # and {0.6, 0.7, 0.9} (2 of 3; patient c)
+    table = calibration_table(y, p, n_bins=2, groups=groups)
+    assert list(table.columns) == ["mean_predicted", "fraction_positive", "n_samples",
+                                   "n_patients"]
+    np.testing.assert_allclose(table.mean_predicted, [0.2, 2.2 / 3])
+    np.testing.assert_allclose(table.fraction_positive, [1 / 3, 2 / 3])
+    assert table.n_samples.tolist() == [3, 3] and table.n_patients.tolist() == [2, 1]
+    assert "n_patients" not in calibration_table(y, p, n_bins=2).columns
+    with pytest.raises(ValueError, match="groups"):
+        calibration_table(y, p, n_bins=2, groups=["a"])
+
+
+def test_calibration_table_bins_as_sklearn_does_ties_included() -> None:
+    rng = np.random.default_rng(8)
+    p = np.round(rng.random(300) ** 4, 1)  # many ties: about half are 0.0, the first edges
+    y = (rng.random(300) < p).astype(int)
+    table = calibration_table(y, p, n_bins=6)
+    observed, predicted = calibration_curve(y, p, n_bins=6, strategy="quantile")
+    np.testing.assert_allclose(table.fraction_positive, observed)
+    np.testing.assert_allclose(table.mean_predicted, predicted)
+    assert table.n_samples.sum() == 300 and len(table) < 6  # tied edges leave bins empty

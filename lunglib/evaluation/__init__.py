@@ -2,14 +2,16 @@
 
 :mod:`~lunglib.evaluation.splits` keeps every patient on one side of a split;
 :mod:`~lunglib.evaluation.classification` scores probabilities (thresholds, bootstrap CIs);
-:mod:`~lunglib.evaluation.segmentation` scores masks (Dice, IoU, HD95, per nodule).
+:mod:`~lunglib.evaluation.segmentation` scores masks (Dice, IoU, HD95, surface Dice, per nodule).
 """
 
 from lunglib.evaluation.classification import (
     THRESHOLD_RULES,
     BinaryEvaluation,
+    BootstrapInterval,
     aggregate_by_group,
     bootstrap_ci,
+    bootstrap_interval,
     calibration_table,
     choose_threshold,
     classification_metrics,
@@ -19,6 +21,7 @@ from lunglib.evaluation.classification import (
 )
 from lunglib.evaluation.segmentation import (
     BINARIZATION_THRESHOLDS,
+    DEFAULT_NSD_TOLERANCE_MM,
     binarize,
     central_component,
     choose_binarization,
@@ -31,6 +34,8 @@ from lunglib.evaluation.segmentation import (
     iou_global,
     score_cases,
     score_nodules,
+    surface_dice,
+    surface_distances,
 )
 from lunglib.evaluation.selection import VariantChoice, choose_variant
 from lunglib.evaluation.splits import (
@@ -44,14 +49,17 @@ from lunglib.evaluation.splits import (
 
 __all__ = [
     "BINARIZATION_THRESHOLDS",
+    "DEFAULT_NSD_TOLERANCE_MM",
     "THRESHOLD_RULES",
     "VariantChoice",
     "BinaryEvaluation",
+    "BootstrapInterval",
     "Split",
     "SplitOverlapError",
     "aggregate_by_group",
     "binarize",
     "bootstrap_ci",
+    "bootstrap_interval",
     "calibration_table",
     "central_component",
     "choose_binarization",
@@ -74,4 +82,6 @@ __all__ = [
     "patient_split",
     "score_cases",
     "score_nodules",
+    "surface_dice",
+    "surface_distances",
 ]

@@ -6,7 +6,9 @@ Every number comes from scikit-learn. What this module adds is the discipline ar
   then applied to the test split -- :func:`evaluate_binary` takes both and never looks at test
   labels when choosing;
 * every test metric gets a bootstrap 95% confidence interval, resampling **patients** when
-  several samples share a patient (:func:`bootstrap_ci`).
+  several samples share a patient (:func:`bootstrap_ci`); an interval whose resamples all give
+  the same value (precision [1, 1] on a small test split) is flagged as degenerate, because it
+  says the test split is too small, not that the metric is certain.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
-from sklearn.calibration import calibration_curve
 
 THRESHOLD_RULES = ("youden", "f1", "sensitivity", "accuracy")
 
@@ -89,10 +90,13 @@ def _most_accurate_threshold(y: np.ndarray, p: np.ndarray) -> float:
 def classification_metrics(
     y_true: Sequence[int], y_prob: Sequence[float], threshold: float = 0.5
 ) -> dict[str, float]:
-    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC, PR-AUC, log-loss.
+    """Accuracy, precision, recall (sensitivity), specificity, F1, ROC-AUC, PR-AUC, log-loss,
+    Brier score.
 
     Class 1 is positive (cancer, malignant). Metrics that need both classes are NaN when the
-    labels hold one class only.
+    labels hold one class only. The Brier score is the mean squared difference between the
+    probability and the label (0 best; 0.25 for always saying 0.5), a measure of calibration
+    and sharpness together.
     """
     y, p = _as_binary(y_true, y_prob)
     pred = (p >= threshold).astype(int)
@@ -109,6 +113,7 @@ def classification_metrics(
         "roc_auc": float(skm.roc_auc_score(y, p)) if both else float("nan"),
         "pr_auc": float(skm.average_precision_score(y, p)) if both else float("nan"),
         "log_loss": float(skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1])),
+        "brier": float(skm.brier_score_loss(y, p, labels=[0, 1])),
         "tp": int(tp),
         "fp": int(fp),
         "tn": int(tn),
@@ -129,8 +134,56 @@ def bootstrap_ci(
 
     With ``groups`` (patient ids), whole patients are resampled, so that the several patches of
     one patient do not pass for independent evidence. Resamples in which the metric is undefined
-    (for example a single class for ROC-AUC) are skipped.
+    (for example a single class for ROC-AUC) are skipped. :func:`bootstrap_interval` also says
+    whether the interval is degenerate.
     """
+    interval = bootstrap_interval(y_true, y_prob, metric, n_boot, confidence, groups, seed)
+    return interval.low, interval.high
+
+
+_DISTINCT_DECIMALS = 12
+"""Decimals to which bootstrap values are compared when counting distinct ones."""
+
+
+@dataclass(frozen=True)
+class BootstrapInterval:
+    """A percentile bootstrap interval and how many distinct values its resamples gave.
+
+    Attributes
+    ----------
+    low, high : float
+        The interval's ends; NaN when no resample could be scored.
+    distinct : int
+        Distinct finite values of the statistic over the scored resamples, to
+        :data:`_DISTINCT_DECIMALS` decimals (so that 1.0 and 0.9999999999999998, one value
+        summed in two orders, count once).
+    scored : int
+        Resamples on which the statistic was defined.
+    """
+
+    low: float
+    high: float
+    distinct: int
+    scored: int
+
+    @property
+    def degenerate(self) -> bool:
+        """True when the interval cannot show uncertainty: fewer than 2 distinct resampled
+        values, or zero width (for example precision [1, 1] when every resample of a small test
+        split has no false positive), or no resample scored at all."""
+        return self.distinct < 2 or not self.high - self.low > 10.0**-_DISTINCT_DECIMALS
+
+
+def bootstrap_interval(
+    y_true: Sequence[int],
+    y_prob: Sequence[float],
+    metric: Callable[[np.ndarray, np.ndarray], float],
+    n_boot: int = 1000,
+    confidence: float = 0.95,
+    groups: Sequence[object] | None = None,
+    seed: int = 0,
+) -> BootstrapInterval:
+    """:func:`bootstrap_ci`, also counting the distinct resampled values (degenerate or not)."""
     y, p = _as_binary(y_true, y_prob)
     rng = np.random.default_rng(seed)
     if groups is None:
@@ -145,7 +198,7 @@ def bootstrap_ci(
 def _percentile_bootstrap(
     statistic: Callable[[np.ndarray], float], members: Sequence[np.ndarray], n_boot: int,
     confidence: float, rng: np.random.Generator,
-) -> tuple[float, float]:
+) -> BootstrapInterval:
     """Percentile interval of ``statistic(index)`` over resamples of whole ``members`` (index
     arrays); resamples where it raises ``ValueError`` or is not finite are skipped."""
     values = []
@@ -159,10 +212,11 @@ def _percentile_bootstrap(
         if np.isfinite(value):
             values.append(value)
     if not values:
-        return float("nan"), float("nan")
+        return BootstrapInterval(float("nan"), float("nan"), distinct=0, scored=0)
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(values, [tail, 100 - tail])
-    return float(low), float(high)
+    distinct = len(np.unique(np.round(values, _DISTINCT_DECIMALS)))
+    return BootstrapInterval(float(low), float(high), distinct=distinct, scored=len(values))
 
 
 def paired_bootstrap_ci(
@@ -213,9 +267,10 @@ def paired_bootstrap_ci(
     else:
         codes = np.unique(np.asarray(groups), return_inverse=True)[1].ravel()
         members = [np.flatnonzero(codes == g) for g in range(codes.max() + 1)]
-    return _percentile_bootstrap(
+    interval = _percentile_bootstrap(
         lambda index: metric(y[index], p_a[index]) - metric(y[index], p_b[index]), members,
         n_boot, confidence, rng)
+    return interval.low, interval.high
 
 
 def aggregate_by_group(values: Sequence[float], groups: Sequence[object]) -> np.ndarray:
@@ -251,18 +306,27 @@ def aggregate_by_group(values: Sequence[float], groups: Sequence[object]) -> np.
 
 @dataclass
 class BinaryEvaluation:
-    """Test metrics at a threshold chosen on validation, with confidence intervals."""
+    """Test metrics at a threshold chosen on validation, with confidence intervals.
+
+    ``table`` has one row per metric: ``metric, value, ci_low, ci_high, ci_degenerate`` (the
+    bootstrap resamples gave fewer than 2 distinct values or a zero-width interval:
+    :attr:`BootstrapInterval.degenerate`).
+    """
 
     threshold: float
     rule: str
     table: pd.DataFrame
 
     def as_dict(self) -> dict[str, object]:
+        """Threshold, rule, every metric's value, ``ci95`` ({metric: [low, high]}) and
+        ``ci_degenerate`` (the metrics whose interval is degenerate), for ``metrics.json``."""
+        rows = list(self.table.itertuples())
         return {
             "threshold": self.threshold,
             "threshold_rule": self.rule,
-            **{row.metric: row.value for row in self.table.itertuples()},
-            "ci95": {row.metric: [row.ci_low, row.ci_high] for row in self.table.itertuples()},
+            **{row.metric: row.value for row in rows},
+            "ci95": {row.metric: [row.ci_low, row.ci_high] for row in rows},
+            "ci_degenerate": [row.metric for row in rows if row.ci_degenerate],
         }
 
 
@@ -292,6 +356,7 @@ _SCORE_METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "roc_auc": _needs_both_classes(skm.roc_auc_score),
     "pr_auc": _needs_both_classes(skm.average_precision_score),
     "log_loss": lambda y, p: skm.log_loss(y, np.clip(p, 1e-7, 1 - 1e-7), labels=[0, 1]),
+    "brier": lambda y, p: skm.brier_score_loss(y, p, labels=[0, 1]),
 }
 
 
@@ -312,24 +377,66 @@ def evaluate_binary(
     n_boot: int = 1000,
     seed: int = 0,
 ) -> BinaryEvaluation:
-    """Choose the threshold on validation, then report test metrics with bootstrap CIs."""
+    """Choose the threshold on validation, then report test metrics with bootstrap CIs.
+
+    The table (:class:`BinaryEvaluation`) flags each degenerate interval in ``ci_degenerate``.
+    """
     threshold = choose_threshold(y_val, p_val, rule=rule)
     point = classification_metrics(y_test, p_test, threshold)
     rows = []
     for name in [*_THRESHOLD_METRICS, *_SCORE_METRICS]:
-        low, high = bootstrap_ci(y_test, p_test, _metric_at(name, threshold), n_boot=n_boot,
-                                 groups=groups_test, seed=seed)
-        rows.append({"metric": name, "value": point[name], "ci_low": low, "ci_high": high})
+        ci = bootstrap_interval(y_test, p_test, _metric_at(name, threshold), n_boot=n_boot,
+                                groups=groups_test, seed=seed)
+        rows.append({"metric": name, "value": point[name], "ci_low": ci.low,
+                     "ci_high": ci.high, "ci_degenerate": ci.degenerate})
     return BinaryEvaluation(threshold=threshold, rule=rule, table=pd.DataFrame(rows))
 
 
 def calibration_table(
-    y_true: Sequence[int], y_prob: Sequence[float], n_bins: int = 5
+    y_true: Sequence[int], y_prob: Sequence[float], n_bins: int = 5,
+    groups: Sequence[object] | None = None,
 ) -> pd.DataFrame:
-    """Observed fraction of positives against mean predicted probability, per bin."""
+    """Observed fraction of positives against mean predicted probability, per bin (reliability).
+
+    The bins are those of :func:`sklearn.calibration.calibration_curve` with
+    ``strategy="quantile"``: edges at the 0, 1/n_bins, ..., 1 quantiles of ``y_prob``, a
+    probability equal to an inner edge in the lower bin; empty bins (tied probabilities) are
+    left out. Each bin's sample count -- and, with ``groups``, its patient count -- says how much
+    a point of the reliability diagram can be trusted: a bin of 3 patients' 12 patches is
+    barely evidence.
+
+    Parameters
+    ----------
+    y_true, y_prob : array-like
+        Labels (0/1) and predicted probabilities of class 1.
+    n_bins : int, default 5
+        Quantile bins.
+    groups : array-like, optional
+        Patient (or other group) of every sample.
+
+    Returns
+    -------
+    DataFrame
+        One row per non-empty bin, by increasing probability: ``mean_predicted,
+        fraction_positive, n_samples`` and, with ``groups``, ``n_patients`` (distinct groups in
+        the bin).
+    """
     y, p = _as_binary(y_true, y_prob)
-    observed, predicted = calibration_curve(y, p, n_bins=n_bins, strategy="quantile")
-    return pd.DataFrame({"mean_predicted": predicted, "fraction_positive": observed})
+    edges = np.percentile(p, np.linspace(0, 1, n_bins + 1) * 100)
+    bins = np.searchsorted(edges[1:-1], p)
+    table = pd.DataFrame({"bin": bins, "p": p, "y": y})
+    if groups is not None:
+        groups = np.asarray(groups).ravel()
+        if groups.shape != p.shape:
+            raise ValueError(f"groups has {groups.size} values for {p.size} samples")
+        table["group"] = groups
+    by_bin = table.groupby("bin", sort=True)
+    out = pd.DataFrame({"mean_predicted": by_bin["p"].mean(),
+                        "fraction_positive": by_bin["y"].mean(),
+                        "n_samples": by_bin.size()})
+    if groups is not None:
+        out["n_patients"] = by_bin["group"].nunique()
+    return out.reset_index(drop=True)
 
 
 def confusion_table(y_true: Sequence[int], y_prob: Sequence[float], threshold: float,

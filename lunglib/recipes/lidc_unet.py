@@ -28,7 +28,8 @@ outline of a nodule on that reader's largest-area slice. The recipe:
    the test patients are scored once (:func:`evaluate_lidc_unet`).
 6. **Baseline** -- :func:`threshold_baseline`: -400 HU, holes filled, the central component.
 
-:func:`run_lidc_unet` chains the steps and returns Dice, IoU and HD95 per test patch and per test
+:func:`run_lidc_unet` chains the steps and returns Dice, IoU, HD95 and normalised surface Dice
+(:func:`~lunglib.evaluation.segmentation.surface_dice` at 1 mm) per test patch and per test
 patient (a patient's patches averaged first) for each model and the baseline. Seeds fix the
 split, the initial weights, the shuffle and the augmentation; multi-threaded TensorFlow kernels
 may still vary between runs unless ``deterministic=True`` (:func:`lunglib.training.set_seed`).
@@ -366,7 +367,7 @@ def evaluate_lidc_unet(
     choice : dict
         ``threshold``, ``central`` and ``val_dice`` (mean validation Dice of that choice).
     scores : DataFrame
-        Per test patch: ``case_id`` (the patient), ``dice, iou, hd95_mm, true_voxels,
+        Per test patch: ``case_id`` (the patient), ``dice, iou, hd95_mm, nsd, true_voxels,
         pred_voxels`` (:func:`~lunglib.evaluation.segmentation.score_cases`).
     """
     best = choose_binarization(val_prob, val_truth, thresholds).iloc[0]
@@ -378,7 +379,7 @@ def evaluate_lidc_unet(
 
 def score_patches(truth: np.ndarray, pred: np.ndarray, patients: Sequence[str],
                   spacing: Sequence[float]) -> pd.DataFrame:
-    """Dice, IoU and HD95 (mm, isotropic in-plane ``spacing``) of each patch, keyed by patient."""
+    """Dice, IoU, HD95 and NSD (mm, isotropic in-plane ``spacing``) of each patch, by patient."""
     return score_cases(truth, pred, patients, [(s, s) for s in spacing])
 
 
@@ -394,7 +395,7 @@ def summary_table(scores: Mapping[str, pd.DataFrame]) -> pd.DataFrame:
     -------
     DataFrame
         Columns ``method, level`` (``per_patch`` / ``per_patient``), ``n, dice, iou, hd95_mm,
-        hd95_undefined``.
+        nsd, hd95_undefined`` (``nsd`` when the scores have it).
     """
     rows = []
     for name, table in scores.items():
@@ -427,6 +428,10 @@ class LidcUnetResult:
         Training time of each member.
     test_probs : dict of str to ndarray
         Test probability maps of every U-Net variant, ``(n_test, 71, 71)``.
+    test_masks : dict of str to ndarray
+        The binary test masks scored for every method (U-Net variants and baseline), keyed as
+        ``scores``, ``(n_test, 71, 71)`` bool -- with the truth and the split, enough to score
+        the test patients again under another metric without retraining.
     """
 
     table: pd.DataFrame
@@ -436,6 +441,7 @@ class LidcUnetResult:
     epochs: list[int]
     seconds: list[float]
     test_probs: dict[str, np.ndarray]
+    test_masks: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def run_lidc_unet(
@@ -495,14 +501,16 @@ def run_lidc_unet(
         variants = {"U-Net 2D (member 0)": variants["U-Net 2D"],
                     f"U-Net 2D ensemble of {members}": (np.mean(val_probs, axis=0),
                                                         np.mean(test_probs, axis=0))}
-    scores, choices = {}, []
+    scores, choices, masks = {}, [], {}
     for name, (val_prob, test_prob) in variants.items():
         choice, scores[name] = evaluate_lidc_unet(val_prob, truth[val], test_prob, truth[test],
                                                   patients[test], spacing[test])
         choices.append({"method": name, **choice})
-    baseline = threshold_baseline(hu[test], baseline_level)
-    scores[f"baseline {baseline_level:g} HU, central component"] = score_patches(
-        truth[test], baseline, patients[test], spacing[test])
+        masks[name] = binarize(test_prob, choice["threshold"], choice["central"])
+    baseline_name = f"baseline {baseline_level:g} HU, central component"
+    masks[baseline_name] = threshold_baseline(hu[test], baseline_level)
+    scores[baseline_name] = score_patches(truth[test], masks[baseline_name], patients[test],
+                                          spacing[test])
     return LidcUnetResult(
         table=summary_table(scores),
         scores=scores,
@@ -511,4 +519,5 @@ def run_lidc_unet(
         epochs=[t.epochs for t in trained],
         seconds=[t.seconds for t in trained],
         test_probs={name: probs[1] for name, probs in variants.items()},
+        test_masks=masks,
     )
