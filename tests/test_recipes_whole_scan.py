@@ -211,3 +211,35 @@ def test_the_recipe_chooses_on_validation_and_scores_the_ensemble_on_test(cohort
     assert list(result.levels.index) == LEVELS and result.levels.n.iloc[0] == len(split.test)
     assert sorted(result.scores.masks) == split.test
     assert result.training.hard_patches.ge(0).all() and len(result.training) == 2
+
+
+def test_score_test_levels_carry_hd95_and_surface_dice_per_level():
+    """Two test patients on a 1 mm grid: A's 4^3 nodule is predicted one slice too deep (its own
+    surfaces meet within 1 mm, the shifted face is 1 mm off), B is healthy and nothing is
+    predicted. HD95 and NSD are means over patients and nodules, with no pooled (global) form."""
+    from lunglib.evaluation.segmentation import hausdorff95, surface_dice
+    from lunglib.recipes.whole_scan import Case
+    from lunglib.recipes.whole_scan_scoring import score_test
+
+    shape = (12, 12, 12)
+    nodule = np.zeros(shape, np.int32)
+    nodule[4:8, 4:8, 4:8] = 1
+    shifted = np.roll(nodule > 0, 1, axis=0)
+    empty = np.zeros(shape, np.int32)
+    blank = np.zeros(shape, np.float32)
+    cases = {pid: Case(image=blank, nodules=labels, lung=np.ones(shape, bool),
+                       spacing=(1.0, 1.0, 1.0), step=1)
+             for pid, labels in (("A", nodule), ("B", empty))}
+    probs = {"A": shifted.astype(np.float32), "B": blank}
+    scores = score_test(probs, cases, ["A", "B"],
+                        {"threshold": 0.5, "min_volume_mm3": 0.0, "min_peak": 0.0})
+    hd_a = hausdorff95(nodule > 0, shifted, (1.0, 1.0, 1.0))
+    nsd_a = surface_dice(nodule > 0, shifted, 1.0, (1.0, 1.0, 1.0))
+    assert hd_a == pytest.approx(1.0) and 0.5 < nsd_a <= 1.0
+    levels = scores.levels
+    per_patient, pooled, per_nodule = levels.iloc[0], levels.iloc[1], levels.iloc[2]
+    assert per_patient["HD95 (mm)"] == pytest.approx((hd_a + 0.0) / 2)  # B: both empty -> 0
+    assert per_patient["NSD"] == pytest.approx((nsd_a + 1.0) / 2)  # B: both empty -> 1
+    assert np.isnan(pooled["HD95 (mm)"]) and np.isnan(pooled["NSD"])
+    assert per_nodule["HD95 (mm)"] == pytest.approx(hd_a)
+    assert per_nodule["NSD"] == pytest.approx(nsd_a)

@@ -162,6 +162,12 @@ def score_test(
                  nodules.dice[large].mean(), nodules.dice[~large].mean()],
         "IoU": [patients.iou.mean(), iou_global(truths, preds), nodules.iou.mean(),
                 nodules.iou[large].mean(), nodules.iou[~large].mean()],
+        # surface metrics have no pooled form: NaN on the global row; means skip the cases
+        # where one mask is empty (HD95 undefined there)
+        "HD95 (mm)": [patients.hd95_mm.mean(), np.nan, nodules.hd95_mm.mean(),
+                      nodules.hd95_mm[large].mean(), nodules.hd95_mm[~large].mean()],
+        "NSD": [patients.nsd.mean(), np.nan, nodules.nsd.mean(),
+                nodules.nsd[large].mean(), nodules.nsd[~large].mean()],
     }, index=LEVELS)
     errors = pd.DataFrame([error_breakdown(cases[p].nodules, masks[p], p) for p in ids])
     return WholeScanScores(masks=masks, patients=patients, nodules=nodules, levels=levels,
