@@ -43,9 +43,9 @@ def image_problems(name: str, png: bytes) -> list[str]:
         image = Image.open(io.BytesIO(png)).convert("RGB")
     except Exception as exc:  # PIL raises several types for an undecodable image
         return [f"{name} does not decode as an image ({type(exc).__name__})"]
-    pixels = np.asarray(image)
-    colours = np.unique(pixels.reshape(-1, 3), axis=0).shape[0]
-    grey = pixels.mean(axis=2)
+    found = image.getcolors(maxcolors=MIN_COLOURS)  # None: more colours than that
+    colours = MIN_COLOURS if found is None else len(found)
+    grey = np.asarray(image.convert("L"), dtype=float)
     problems = []
     if min(image.size) < 50:
         problems.append(f"{name} is only {image.size[0]}x{image.size[1]} pixels")
@@ -130,11 +130,12 @@ def _decode(src: str) -> bytes | None:
     return base64.b64decode(src.split(",", 1)[1])
 
 
-def page_problems(index: Path, metrics: dict | None = None,
-                  forbidden: Iterable[str] = ()) -> list[str]:
+def page_problems(index: Path, metrics: dict | None = None, forbidden: Iterable[str] = (),
+                  min_figures: int = 1) -> list[str]:
     """Everything wrong with the report page ``index`` that can be seen without a browser.
 
-    ``metrics`` defaults to the run folder's ``metrics.json`` (``index``'s grandparent).
+    ``metrics`` defaults to the run folder's ``metrics.json`` (``index``'s grandparent); the page
+    must hold at least ``min_figures`` figures.
     """
     html_text = index.read_text()
     if metrics is None:
@@ -143,8 +144,8 @@ def page_problems(index: Path, metrics: dict | None = None,
     parser = _PageParser()
     parser.feed(html_text)
     problems = []
-    if not parser.images and metrics:
-        problems.append("the page has no figure")
+    if len(parser.images) < min_figures:
+        problems.append(f"the page has {len(parser.images)} figure(s), expected {min_figures}+")
     for number, src in enumerate(parser.images, 1):
         png = _decode(src)
         if png is None:
@@ -186,8 +187,9 @@ return {images: images, metrics: metrics, text: document.body.innerText,
 
 
 def browser_problems(driver, index: Path, metrics: dict | None = None,
-                     forbidden: Iterable[str] = ()) -> list[str]:
-    """Open ``index`` from disk in the Selenium ``driver`` and check it as the browser shows it."""
+                     forbidden: Iterable[str] = (), min_figures: int = 1) -> list[str]:
+    """Open ``index`` from disk in the Selenium ``driver`` and check it as the browser shows it
+    (the same checks as :func:`page_problems`, plus failed resources and console errors)."""
     if metrics is None:
         metrics_file = index.parent.parent / "metrics.json"
         metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
@@ -198,8 +200,9 @@ def browser_problems(driver, index: Path, metrics: dict | None = None,
         problems.append(f"the page did not finish loading ({state['ready']})")
     severe = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]
     problems += [f"browser console: {e.get('message', '')[:200]}" for e in severe]
-    if not state["images"] and metrics:
-        problems.append("the page has no figure")
+    if len(state["images"]) < min_figures:
+        problems.append(f"the page has {len(state['images'])} figure(s), expected "
+                        f"{min_figures}+")
     for image in state["images"]:
         name = f"image {image['index']}"
         if not image["complete"] or image["width"] == 0:

@@ -505,8 +505,8 @@ class Page:
             for value, label in cards) + "</div>"
 
     def render(self) -> str:
-        body = [self.at_a_glance(), self.what_was_run(), self.classification(), self.segmentation(), self.tuning(),
-                self.explanations()]
+        body = [self.at_a_glance(), self.what_was_run(), self.classification(),
+                self.segmentation(), self.tuning(), self.explanations()]
         body.append(self.other_values())
         name = esc(self.run.name)
         dataset = self.dataset_name()
