@@ -217,6 +217,12 @@ def tuning_figure(results: pd.DataFrame) -> bytes:
     return figure_png(fig)
 
 
+def _slices(array: np.ndarray) -> np.ndarray:
+    """``(k, H, W)`` from ``(k, H, W)`` or a channels-last ``(k, H, W, 1)``."""
+    array = np.asarray(array)
+    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
+
+
 def _overlay(ax, mask: np.ndarray, colour: str, alpha: float = 0.5) -> None:
     if mask.any():
         ax.imshow(np.ma.masked_where(~mask, mask), cmap=ListedColormap([colour]), alpha=alpha,
@@ -230,7 +236,8 @@ def _outline(ax, mask: np.ndarray, colour: str) -> None:
 
 def gallery_figure(gallery: Mapping[str, np.ndarray]) -> bytes:
     """Test cases as rows (best, median, worst Dice): CT | truth | prediction, lung window."""
-    images, truths, preds = gallery["image"], gallery["truth"] > 0, gallery["prediction"] > 0.5
+    images = _slices(gallery["image"])
+    truths, preds = _slices(gallery["truth"]) > 0, _slices(gallery["prediction"]) > 0.5
     low, high = window_limits("lung")
     k = len(images)
     fig = _figure(7.2, 2.5 * k + 0.5)
@@ -260,7 +267,8 @@ def gallery_figure(gallery: Mapping[str, np.ndarray]) -> bytes:
 def failures_figure(failures: Mapping[str, np.ndarray]) -> bytes:
     """Each misclassified test case: the CT slice in grey, then the Grad-CAM as a heat map over
     it with the true nodule outlined (where known)."""
-    images, cams, truths = failures["image"], failures["cam"], failures["truth"] > 0
+    images, cams = _slices(failures["image"]), _slices(failures["cam"])
+    truths = _slices(failures["truth"]) > 0
     k = len(images)
     fig = _figure(6.4, 3.0 * k + 0.6)
     axes = fig.subplots(k, 2, squeeze=False)

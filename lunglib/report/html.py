@@ -90,6 +90,7 @@ tr.best td { background: #e8f3e8; font-weight: 600; }
 .ci-degenerate { color: var(--muted); text-decoration: line-through; }
 .figures { display: flex; flex-wrap: wrap; gap: 18px; }
 .columns { display: flex; flex-wrap: wrap; gap: 8px 48px; align-items: flex-start; }
+.columns > div { flex: 0 1 auto; max-width: 600px; }
 .glance { display: flex; flex-wrap: wrap; gap: 12px; margin: 18px 0 4px; }
 .card { border: 1px solid var(--line); border-radius: 6px; padding: 8px 14px; min-width: 150px;
         background: var(--band); }
