@@ -18,7 +18,7 @@ evaluation      :mod:`lunglib.evaluation` -- patient splits, classification/segm
 recipes         :mod:`lunglib.recipes` -- complete experiments: train, choose on validation, test
 visualisation   :mod:`lunglib.viz` -- viewers, montages, Grad-CAM
 application     :mod:`lunglib.course`, :mod:`lunglib.pipeline`, :mod:`lunglib.predict`,
-                :mod:`lunglib.cli`
+                :mod:`lunglib.report` (the run report page), :mod:`lunglib.cli`
 ==============  =================================================================================
 
 The names below are the course's main entry points. Importing ``lunglib`` is cheap: each name is
@@ -44,6 +44,7 @@ __getattr__, __dir__, _exports = lazy_loader.attach(
         "evaluation": ["patient_split", "evaluate_binary", "score_cases"],
         "viz": ["SliceViewer", "montage"],
         "pipeline": ["run_course"],
+        "report": ["build_report"],
         "predict": ["predict_scan"],
     },
 )

@@ -1,4 +1,4 @@
-"""The command line: ``python -m lunglib {synth,load,fetch,run,demo,predict}``.
+"""The command line: ``python -m lunglib {synth,load,fetch,run,demo,report,predict}``.
 
 Each sub-command is a thin shell over a library function; see ``python -m lunglib -h``.
 """
@@ -71,10 +71,27 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     except (PipelineError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    from lunglib.report.runinfo import REFERENCE_TEXT
+
     total = sum(result.seconds.values())
-    print(f"\nall {len(result.notebooks)} notebooks ran in {total:.0f} s")
+    print(f"\nall {len(result.notebooks)} notebooks ran in {total:.0f} s "
+          f"({', '.join(f'{Path(n).stem[:2]} {s:.0f}' for n, s in result.seconds.items())}) "
+          f"on a machine with speed reference {result.reference_seconds:.3f} s "
+          f"({REFERENCE_TEXT})")
     print(f"report: {result.report}")
     print(f"metrics: {headline(result.metrics)}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from lunglib.report import NotARunFolderError, build_report
+
+    try:
+        index = build_report(args.run_dir, notebooks=not args.no_notebooks)
+    except NotARunFolderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"report: {index}")
     return 0
 
 
@@ -178,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--quiet", action="store_true", help="no progress bars")
     fetch.add_argument("--api", default=None, help="NBIA API address (default: TCIA's)")
     fetch.set_defaults(func=_cmd_fetch)
+
+    report = sub.add_parser("report", help="(re)build the report page of a run folder and "
+                            "print its path")
+    report.add_argument("run_dir", type=Path, help="a folder written by `lunglib run`")
+    report.add_argument("--no-notebooks", action="store_true",
+                        help="only the page, not the notebooks' HTML (faster)")
+    report.set_defaults(func=_cmd_report)
 
     predict = sub.add_parser("predict", help="cancer probability, nodule candidates, masks and "
                              "a report for one scan, from a finished run's models")

@@ -2,13 +2,14 @@
 
 ``python -m lunglib run`` and ``make demo`` call :func:`run_course`. Every notebook receives the
 same parameters (and the run folder as ``output_dir``); the first failing notebook stops the run
-with its name and the failing cell in the message.
+with its name and the failing cell in the message. The run folder gets ``run.json`` (versions,
+parameters, run times, the machine and its speed reference) and the report page of
+:mod:`lunglib.report`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import html
 import json
 import os
 import tempfile
@@ -18,7 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from lunglib.io.atomic import write_text_atomic
 from lunglib.settings import project_root
 
 if TYPE_CHECKING:
@@ -38,6 +38,9 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     report: Path | None = None
     metrics: dict[str, object] = field(default_factory=dict)
+    reference_seconds: float | None = None
+    """The machine-speed reference measured before the run
+    (:func:`lunglib.report.runinfo.machine_speed_reference`)."""
 
 
 def notebooks_dir() -> Path:
@@ -139,7 +142,8 @@ def run_course(
     Parameters
     ----------
     output_dir : path-like
-        The run folder; receives the executed notebooks, ``report/`` and ``metrics.json``.
+        The run folder; receives the executed notebooks, what they write (``metrics.json``,
+        ...), ``run.json`` and ``report/``.
     parameters : mapping, optional
         Papermill parameters given to every notebook that declares them (``data_dir``,
         ``labels``, ``size``, ``n_slices``, ...). ``output_dir`` is always set to the run folder.
@@ -148,7 +152,7 @@ def run_course(
     kernel_name : str, optional
         Jupyter kernel; default the notebook's own (the environment's ``python3``).
     report : bool, default True
-        Write an HTML report of the executed notebooks.
+        Write the run report (``report/index.html``, :func:`lunglib.report.build_report`).
     log : callable
         Where progress lines go.
 
@@ -160,9 +164,6 @@ def run_course(
         When a parameter is declared by none of the notebooks (a typo would otherwise be
         silently ignored).
     """
-    import papermill as pm
-    from papermill.exceptions import PapermillExecutionError
-
     output_dir = Path(output_dir).resolve()
     output_dir.mkdir(parents=True, exist_ok=True)
     paths = [Path(p) for p in notebooks] if notebooks else course_notebooks()
@@ -176,89 +177,73 @@ def run_course(
             f"parameter(s) {', '.join(sorted(unknown))} are declared by none of the notebooks "
             f"({', '.join(p.name for p in paths)})"
         )
-    result = RunResult(output_dir=output_dir)
-    for path in paths:
-        given = {k: v for k, v in params.items() if k in declared[path]}
-        if "output_dir" in declared[path]:
-            given["output_dir"] = str(output_dir)
-        target = output_dir / path.name
-        log(f"running {path.name} ...")
-        started = time.perf_counter()
-        try:
-            with _static_viewers(), _kernel_config() as config:
-                pm.execute_notebook(
-                    str(path),
-                    str(target),
-                    parameters=given,
-                    kernel_name=kernel_name,
-                    cwd=str(path.parent),
-                    progress_bar=False,
-                    log_output=False,
-                    config=config,
-                )
-        except PapermillExecutionError as exc:
-            first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
-            raise PipelineError(
-                f"notebook {path.name} failed in cell {exc.cell_index + 1} (In [{exc.exec_count}]:"
-                f" {first_line.strip()[:80]}): {exc.ename}: {exc.evalue}\n"
-                f"the executed copy with the traceback is {target}"
-            ) from None
-        seconds = time.perf_counter() - started
-        result.notebooks.append(target)
-        result.seconds[path.name] = round(seconds, 1)
-        log(f"  {path.name} done in {seconds:.0f} s")
+    from lunglib.report.runinfo import (
+        REFERENCE_TEXT,
+        collect_run_info,
+        describe_machine,
+        now_iso,
+        write_run_info,
+    )
+
+    machine = describe_machine()  # timed before the notebooks load the machine
+    result = RunResult(output_dir=output_dir, reference_seconds=machine["reference_seconds"])
+    log(f"machine-speed reference: {result.reference_seconds:.3f} s ({REFERENCE_TEXT})")
+    started = now_iso()
+    try:
+        for path in paths:
+            result.notebooks.append(_execute(path, output_dir, params, declared[path],
+                                             kernel_name, result.seconds, log))
+    finally:  # a failed run keeps its record too, so its report can still be built
+        dataset = str(params.get("dataset", "synthetic"))  # the notebooks' default dataset
+        write_run_info(output_dir, collect_run_info(
+            params, dataset, result.seconds, started, now_iso(),
+            machine=machine))
     metrics_path = output_dir / "metrics.json"
     if metrics_path.is_file():
         result.metrics = json.loads(metrics_path.read_text())
     if report:
-        result.report = write_report(result)
+        from lunglib.report import build_report
+
+        result.report = build_report(output_dir)
     return result
 
 
-def write_report(result: RunResult) -> Path:
-    """An HTML report: one page per executed notebook and an index with timings and metrics."""
-    from nbconvert import HTMLExporter
+def _execute(path: Path, output_dir: Path, params: Mapping[str, object],
+             declared: set[str], kernel_name: str | None, seconds: dict[str, float],
+             log) -> Path:
+    """Run one notebook into the run folder; record its seconds; name the failing cell."""
+    import papermill as pm
+    from papermill.exceptions import PapermillExecutionError
 
-    report_dir = result.output_dir / "report"
-    report_dir.mkdir(exist_ok=True)
-    exporter = HTMLExporter()
-    rows = []
-    for notebook in result.notebooks:
-        body, _ = exporter.from_filename(str(notebook))
-        page = report_dir / f"{notebook.stem}.html"
-        write_text_atomic(page, body)
-        rows.append(
-            f"<tr><td><a href='{page.name}'>{html.escape(notebook.stem)}</a></td>"
-            f"<td>{result.seconds.get(notebook.name, '')}</td></tr>"
-        )
-    headline = "".join(
-        f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>"
-        for k, v in _flatten(result.metrics).items()
-    )
-    index = (
-        "<!doctype html><html><head><meta charset='utf-8'><title>lunglib run</title></head>"
-        "<body><h1>lunglib run report</h1>"
-        f"<p>Run folder: {html.escape(str(result.output_dir))}</p>"
-        "<h2>Notebooks</h2><table><tr><th>notebook</th><th>seconds</th></tr>"
-        + "".join(rows)
-        + "</table><h2>Metrics</h2><table>"
-        + (headline or "<tr><td>no metrics.json written</td></tr>")
-        + "</table></body></html>"
-    )
-    index_path = report_dir / "index.html"
-    write_text_atomic(index_path, index)
-    return index_path
-
-
-def _flatten(metrics: Mapping[str, object], prefix: str = "") -> dict[str, object]:
-    flat: dict[str, object] = {}
-    for key, value in metrics.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat
+    given = {k: v for k, v in params.items() if k in declared}
+    if "output_dir" in declared:
+        given["output_dir"] = str(output_dir)
+    target = output_dir / path.name
+    log(f"running {path.name} ...")
+    started = time.perf_counter()
+    try:
+        with _static_viewers(), _kernel_config() as config:
+            pm.execute_notebook(
+                str(path),
+                str(target),
+                parameters=given,
+                kernel_name=kernel_name,
+                cwd=str(path.parent),
+                progress_bar=False,
+                log_output=False,
+                config=config,
+            )
+    except PapermillExecutionError as exc:
+        first_line = next((line for line in exc.source.splitlines() if line.strip()), "")
+        raise PipelineError(
+            f"notebook {path.name} failed in cell {exc.cell_index + 1} (In [{exc.exec_count}]:"
+            f" {first_line.strip()[:80]}): {exc.ename}: {exc.evalue}\n"
+            f"the executed copy with the traceback is {target}"
+        ) from None
+    elapsed = time.perf_counter() - started
+    seconds[path.name] = round(elapsed, 1)
+    log(f"  {path.name} done in {elapsed:.0f} s")
+    return target
 
 
 def _fmt(value: object) -> str:

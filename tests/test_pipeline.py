@@ -60,6 +60,12 @@ def test_run_passes_parameters_and_writes_report(tmp_path: Path) -> None:
     assert "01_first" in index and "0.596" in index
     assert (out / "report" / "02_second.html").is_file()
     assert headline(result.metrics) == "classification.roc_auc 0.596"
+    # run.json: what ran, how long, on which machine (the report's "What was run")
+    info = json.loads((out / "run.json").read_text())
+    assert info["parameters"] == {"size": 96} and info["dataset"] == "synthetic"
+    assert set(info["seconds"]) == {"01_first.ipynb", "02_second.ipynb"}
+    assert info["machine"]["reference_seconds"] == result.reference_seconds > 0
+    assert info["started"] <= info["finished"]
 
 
 @pytest.mark.slow
@@ -130,6 +136,9 @@ def test_failing_notebook_is_named_with_its_cell(tmp_path: Path) -> None:
     # markdown, parameters, "y = 2", then the failing cell: the 4th cell, third to execute
     assert "cell 4 (In [3]: raise RuntimeError('boom'))" in message
     assert not (tmp_path / "run" / "03_never.ipynb").exists()
+    # the failed run still records what it ran, so `lunglib report` can show it
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["seconds"]
+    assert list(recorded) == ["01_good.ipynb"]
 
 
 def test_unknown_parameter_is_rejected_before_running(tmp_path: Path) -> None:

@@ -14,7 +14,8 @@ name               adapter                            what it reads
 
 Nodule patch sets are not CT scans: read them with :func:`load_patch_set`. The course accepts
 them under the name :data:`PATCH_SET` (``"patches"``); :data:`DATASET_NAMES` lists every name a
-notebook may choose, the CT datasets first.
+notebook may choose, the CT datasets first. :func:`dataset_provenance` gives each dataset's source,
+licence and citation (for reports).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from lunglib.datasets.lidc import LIDCDataset
 from lunglib.datasets.luna16 import LUNA16Dataset
 from lunglib.datasets.lung_pet_ct_dx import LungPETCTDxDataset
 from lunglib.datasets.patches import PatchSet, load_patch_set
+from lunglib.datasets.provenance import PROVENANCE, Provenance, dataset_provenance
 from lunglib.datasets.synthetic import SyntheticDataset
 
 DATASETS: dict[str, type[CTDataset]] = {
@@ -89,8 +91,11 @@ __all__ = [
     "LUNA16Dataset",
     "LungPETCTDxDataset",
     "PATCH_SET",
+    "PROVENANCE",
     "PatchSet",
+    "Provenance",
     "SyntheticDataset",
+    "dataset_provenance",
     "load_patch_set",
     "open_dataset",
 ]
