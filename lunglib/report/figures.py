@@ -21,7 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from sklearn import metrics as skm
 
-from lunglib.evaluation.classification import confusion_table
+from lunglib.evaluation.classification import calibration_table, confusion_table
 from lunglib.viz.viewer import window_limits
 
 CURVE_GRID = np.linspace(0.0, 1.0, 101)
@@ -158,27 +158,11 @@ def confusion_figure(y: np.ndarray, p: np.ndarray, threshold: float) -> bytes:
     return figure_png(fig)
 
 
-def calibration_bins(y: np.ndarray, p: np.ndarray, groups: np.ndarray,
-                     n_bins: int = 5) -> pd.DataFrame:
-    """Quantile bins of the predicted probability: mean prediction, observed fraction of
-    positives, and how many samples and distinct patients each bin holds."""
-    edges = np.unique(np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1)))
-    which = np.searchsorted(edges[1:-1], p, side="right")
-    rows = []
-    for b in np.unique(which):
-        inside = which == b
-        rows.append({"mean_predicted": float(p[inside].mean()),
-                     "fraction_positive": float(y[inside].mean()),
-                     "n_samples": int(inside.sum()),
-                     "n_patients": int(pd.unique(groups[inside]).size)})
-    return pd.DataFrame(rows)
-
-
 def calibration_figure(y: np.ndarray, p: np.ndarray, groups: np.ndarray, brier: float,
                        n_bins: int = 5) -> bytes:
     """Observed against predicted probability per quantile bin, each point labelled with its
     number of patients, and the Brier score in the title."""
-    bins = calibration_bins(y, p, groups, n_bins)
+    bins = calibration_table(y, p, n_bins, groups=groups)
     fig = _figure(4.4, 4.0)
     ax = fig.add_subplot()
     ax.plot([0, 1], [0, 1], ls=":", color="grey", label="perfectly calibrated")
