@@ -17,27 +17,113 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-#: Window presets as (width, level) in HU.
+#: Window presets as (width, level) in HU: a window shows ``level - width / 2`` as black and
+#: ``level + width / 2`` as white. Every ``window`` argument in this module uses this order.
 WINDOWS: dict[str, tuple[float, float]] = {
     "lung": (1500.0, -600.0),
     "mediastinum": (350.0, 50.0),
     "bone": (1800.0, 400.0),
 }
+#: ``window=None`` ("auto") shows these percentiles of the whole volume as black and white, so
+#: data of any scale -- HU, a prepared volume in [0, 1], a probability map -- has contrast, and a
+#: few extreme voxels (metal, padding) do not wash it out.
+AUTO_PERCENTILES: tuple[float, float] = (1.0, 99.0)
+AUTO_LABEL = "auto"  # the window dropdown's name for ``window=None``
 AXES = {"axial": 0, "coronal": 1, "sagittal": 2}
 STATIC_VIEWER_ENV = "LUNGLIB_STATIC_VIEWER"  # set to 1: SliceViewer.show draws the static montage
 OVERLAY_COLOURS = ("tab:red", "tab:cyan", "tab:orange", "tab:green", "tab:purple")
+_SAMPLE_LIMIT = 2_000_000  # voxels read for a histogram or an auto range (a regular subsample)
+
+Window = str | tuple[float, float] | None
 
 
-def window_limits(window: str | tuple[float, float] | None) -> tuple[float, float] | None:
-    """``(vmin, vmax)`` for a preset name or a ``(width, level)`` pair; None leaves data as is."""
+def window_limits(window: Window) -> tuple[float, float] | None:
+    """``(vmin, vmax)`` for a preset name or a ``(width, level)`` pair.
+
+    ``None`` (the auto range) returns None: its limits depend on the data, see
+    :func:`auto_limits` and :func:`display_limits`.
+
+    Raises
+    ------
+    ValueError
+        For an unknown preset, anything but two numbers, or a width that is not positive -- a
+        ``(low, high)`` range such as ``(0, 1)`` passed by mistake is refused, not drawn black.
+    """
     if window is None:
         return None
     if isinstance(window, str):
         if window not in WINDOWS:
-            raise ValueError(f"unknown window {window!r}; choose one of {sorted(WINDOWS)}")
+            raise ValueError(f"unknown window {window!r}; choose one of {sorted(WINDOWS)}, "
+                             "a (width, level) pair or None for the auto range")
         window = WINDOWS[window]
-    width, level = window
+    try:
+        width, level = (float(value) for value in window)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"window must be a preset name, a (width, level) pair or None; "
+                         f"got {window!r}") from error
+    if not (np.isfinite(width) and np.isfinite(level) and width > 0):
+        raise ValueError(
+            f"window {tuple(window)!r} is (width, level) and needs a finite width > 0; for a "
+            f"range [low, high] pass (high - low, (low + high) / 2), e.g. (1, 0.5) for [0, 1]")
     return level - width / 2.0, level + width / 2.0
+
+
+def _subsample(values: np.ndarray, limit: int = _SAMPLE_LIMIT) -> np.ndarray:
+    """At most about ``limit`` values, a regular subsample (same histogram, less work)."""
+    values = np.asarray(values).ravel()
+    if values.size > limit:
+        values = values[:: values.size // limit + 1]
+    return values
+
+
+def auto_limits(
+    volume: np.ndarray, percentiles: tuple[float, float] = AUTO_PERCENTILES
+) -> tuple[float, float]:
+    """``(vmin, vmax)`` from the volume's own values: its 1st and 99th percentiles.
+
+    Falls back to the minimum and maximum when those percentiles coincide (e.g. a mask that is
+    mostly 0), and to a unit range around a constant volume, so ``vmin < vmax`` always holds.
+    """
+    values = _subsample(volume).astype(np.float64)
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return 0.0, 1.0
+    low, high = (float(v) for v in np.percentile(values, percentiles))
+    if high <= low:
+        low, high = float(values.min()), float(values.max())
+    if high <= low:
+        low, high = low - 0.5, high + 0.5
+    return low, high
+
+
+def display_limits(volume: np.ndarray, window: Window) -> tuple[float, float]:
+    """``(vmin, vmax)`` for drawing ``volume`` through ``window`` (None: :func:`auto_limits`)."""
+    limits = window_limits(window)
+    return auto_limits(volume) if limits is None else limits
+
+
+def window_name(window: Window) -> str:
+    """How a window is labelled: the preset name, ``"W1500 / L-600"`` for a pair, or auto."""
+    if window is None:
+        return AUTO_LABEL
+    if isinstance(window, str):
+        return window
+    width, level = (float(v) for v in window)
+    return f"W{width:g} / L{level:g}"
+
+
+def spread_indices(length: int, n: int) -> np.ndarray:
+    """``n`` distinct, evenly spaced indices into ``range(length)`` (all of them when n >= length).
+
+    The first and last index are left out when there is room (the edge slices of a scan are
+    mostly air); when there is not, every index is kept distinct rather than repeated.
+    """
+    if length < 1 or n < 1:
+        raise ValueError(f"need length >= 1 and n >= 1, got length {length}, n {n}")
+    n = min(n, length)
+    if length >= n + 2:
+        return np.linspace(0, length - 1, n + 2)[1:-1].round().astype(int)
+    return np.linspace(0, length - 1, n).round().astype(int)
 
 
 def _slice(volume: np.ndarray, axis: int, index: int) -> np.ndarray:
@@ -55,9 +141,8 @@ def _aspect(spacing: Sequence[float] | None, axis: int) -> float:
 def _draw(ax, volume, axis, index, limits, masks, spacing, show_masks=True):
     img = _slice(volume, axis, index)
     origin = "lower" if axis != 0 else "upper"  # head up in coronal and sagittal views
-    kwargs = {} if limits is None else {"vmin": limits[0], "vmax": limits[1]}
     ax.imshow(img, cmap="gray", origin=origin, aspect=_aspect(spacing, axis),
-              interpolation="nearest", **kwargs)
+              interpolation="nearest", vmin=limits[0], vmax=limits[1])
     if show_masks:
         for colour, (_, mask) in zip(OVERLAY_COLOURS, (masks or {}).items(), strict=False):
             m = _slice(mask, axis, index) > 0
@@ -87,29 +172,35 @@ def montage(
     volume: np.ndarray,
     n: int = 16,
     axis: str | int = "axial",
-    window: str | tuple[float, float] | None = "lung",
+    window: Window = "lung",
     masks: Mapping[str, np.ndarray] | np.ndarray | None = None,
     spacing: Sequence[float] | None = None,
     title: str | None = None,
     columns: int = 8,
     ax_size: float = 1.6,
+    indices: Sequence[int] | None = None,
 ):
-    """A grid of ``n`` evenly spaced slices with optional mask outlines; returns the figure.
+    """A grid of ``n`` evenly spaced, distinct slices with optional mask outlines; returns the
+    figure.
 
     Parameters
     ----------
     volume : ndarray (z, y, x)
         HU (use a preset ``window``) or already-scaled values (``window=None``).
     n : int
-        Number of slices shown.
+        Number of slices shown (every slice when the volume has no more than ``n``).
     axis : {"axial", "coronal", "sagittal"} or int
     window : preset name, (width, level) or None
+        A preset (:data:`WINDOWS`), a ``(width, level)`` pair used as given, or None for the
+        volume's auto range (:func:`auto_limits`). One range for every panel, so slices compare.
     masks : ndarray or {name: ndarray}, optional
         Drawn as coloured outlines (lung mask, nodules, predictions ...).
     spacing : (z, y, x) mm, optional
         Gives coronal and sagittal slices their true aspect.
     title : str, optional
         Figure title -- a patient key or case id, never a patient's name.
+    indices : sequence of int, optional
+        The slices to show, instead of ``n`` evenly spaced ones.
     """
     import matplotlib.pyplot as plt
 
@@ -118,13 +209,18 @@ def montage(
         raise ValueError(f"montage needs a 3-D (z, y, x) volume, got shape {volume.shape}")
     masks = _check_masks(volume, masks)
     axis_i = AXES[axis] if isinstance(axis, str) else int(axis)
-    n = max(1, min(n, volume.shape[axis_i]))
-    indices = np.linspace(0, volume.shape[axis_i] - 1, n + 2)[1:-1].round().astype(int)
+    length = volume.shape[axis_i]
+    if indices is None:
+        indices = spread_indices(length, max(1, n))
+    indices = [int(i) for i in indices]
+    if not indices or not all(0 <= i < length for i in indices):
+        raise IndexError(f"montage slices {indices} must be in 0..{length - 1}")
+    n = len(indices)
     columns = min(columns, n)
     rows = int(np.ceil(n / columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * ax_size, rows * ax_size),
                              squeeze=False)
-    limits = window_limits(window)
+    limits = display_limits(volume, window)
     for ax in axes.ravel():
         ax.axis("off")
     for ax, index in zip(axes.ravel(), indices, strict=False):
@@ -154,9 +250,7 @@ def hu_histogram(
     values = np.asarray(hu)
     if mask is not None:
         values = values[np.asarray(mask) > 0]
-    values = values.ravel()
-    if values.size > 2_000_000:  # a regular subsample draws the same histogram, faster
-        values = values[:: values.size // 2_000_000 + 1]
+    values = _subsample(values)
     if ax is None:
         _, ax = plt.subplots(figsize=(7, 3))
     ax.hist(values, bins=bins, range=hu_range, color="0.3")
@@ -200,30 +294,40 @@ def figure_png(fig) -> bytes:
     return buffer.getvalue()
 
 
+_OWN_WINDOW = object()  # SliceViewer.figure's default: the window the viewer was made with
+
+
 class SliceViewer:
     """Scroll through a CT volume with window presets, view axes and mask overlays.
 
     Parameters
     ----------
     volume : ndarray (z, y, x)
-        HU values (or scaled values with ``window=None``).
+        HU values, or scaled values (e.g. a prepared volume in [0, 1]) with ``window=None``.
     masks : ndarray or {name: ndarray}, optional
         Overlays drawn as outlines: lung mask, nodule masks, predictions.
     spacing : (z, y, x) mm, optional
         For true proportions in coronal and sagittal views.
     window : preset name, (width, level) or None
-        Initial window: ``"lung"`` (W1500/L-600), ``"mediastinum"`` (W350/L50), ``"bone"``.
+        Initial window, honoured as given: a preset (``"lung"`` W1500/L-600,
+        ``"mediastinum"`` W350/L50, ``"bone"``), a ``(width, level)`` pair, or None for the
+        volume's auto range (1st-99th percentile, :func:`auto_limits`). The widget's window
+        menu offers it first, then the presets and the auto range.
     title : str, optional
         Shown above the image (a patient key or case id).
     static : bool, optional
         Force the static montage (default: automatic, see :func:`has_widget_frontend`).
+    index : int, optional
+        The axial slice the widget opens on (default: the middle one), e.g. the slice with the
+        largest nodule cross-section, so the outline is in view from the start.
 
     Examples
     --------
     >>> SliceViewer(scan.hu, masks={"lungs": lung_mask}, spacing=scan.spacing).show()
     """
 
-    def __init__(self, volume, masks=None, spacing=None, window="lung", title=None, static=None):
+    def __init__(self, volume, masks=None, spacing=None, window: Window = "lung", title=None,
+                 static=None, index: int | None = None):
         self.volume = np.asarray(volume)
         if self.volume.ndim != 3:
             raise ValueError(f"SliceViewer needs a 3-D (z, y, x) volume, got {self.volume.shape}")
@@ -233,40 +337,76 @@ class SliceViewer:
         self.window = window
         self.title = title
         self.static = (not has_widget_frontend()) if static is None else bool(static)
+        depth = self.volume.shape[0]
+        self.index = depth // 2 if index is None else int(index)
+        if not 0 <= self.index < depth:
+            raise IndexError(f"slice {self.index} outside 0..{depth - 1}")
+        self._index_chosen = index is not None
+        self._auto_limits: tuple[float, float] | None = None
 
-    def figure(self, axis: str = "axial", index: int | None = None, window=None,
+    def limits(self, window: Window) -> tuple[float, float]:
+        """``(vmin, vmax)`` for ``window`` on this volume (the auto range is computed once)."""
+        if window is not None:
+            return window_limits(window)
+        if self._auto_limits is None:
+            self._auto_limits = auto_limits(self.volume)
+        return self._auto_limits
+
+    def window_choices(self) -> dict[str, Window]:
+        """The widget's window menu: the viewer's own window first, then presets and auto."""
+        choices: dict[str, Window] = {window_name(self.window): self.window}
+        for window in (*WINDOWS, None):
+            choices.setdefault(window_name(window), window)
+        return choices
+
+    def figure(self, axis: str = "axial", index: int | None = None, window=_OWN_WINDOW,
                show_masks: bool = True):
-        """One slice as a matplotlib figure (what the widget redraws)."""
+        """One slice as a matplotlib figure (what the widget redraws).
+
+        ``window`` as in the constructor (None is the auto range); left out, the viewer's own.
+        ``index`` defaults to the viewer's ``index`` in the axial view, else the middle slice.
+        """
         import matplotlib.pyplot as plt
 
         axis_i = AXES[axis]
-        index = self.volume.shape[axis_i] // 2 if index is None else int(index)
+        if index is None:
+            index = self.index if axis_i == 0 else self.volume.shape[axis_i] // 2
+        index = int(index)
         if not 0 <= index < self.volume.shape[axis_i]:
             raise IndexError(f"slice {index} outside 0..{self.volume.shape[axis_i] - 1}")
+        window = self.window if window is _OWN_WINDOW else window
         fig, ax = plt.subplots(figsize=(5, 5))
-        _draw(ax, self.volume, axis_i, index, window_limits(window or self.window), self.masks,
-              self.spacing, show_masks)
+        _draw(ax, self.volume, axis_i, index, self.limits(window), self.masks, self.spacing,
+              show_masks)
         label = f"{axis} slice {index}/{self.volume.shape[axis_i] - 1}"
         ax.set_title(f"{self.title} - {label}" if self.title else label, fontsize=9)
         return fig
 
     def montage(self, axis: str = "axial", n: int = 16):
-        """The static view: :func:`montage` of this volume with its overlays."""
-        return montage(self.volume, n=n, axis=axis, window=self.window, masks=self.masks,
-                       spacing=self.spacing, title=self.title)
+        """The static view: :func:`montage` of this volume with its overlays.
+
+        When the viewer was given an ``index``, the axial montage shows that slice in place of
+        the evenly spaced one nearest to it.
+        """
+        indices = spread_indices(self.volume.shape[AXES[axis]], n)
+        if self._index_chosen and AXES[axis] == 0:
+            indices[np.argmin(np.abs(indices - self.index))] = self.index
+            indices = np.unique(indices)
+        return montage(self.volume, axis=axis, window=self.window, masks=self.masks,
+                       spacing=self.spacing, title=self.title, indices=indices)
 
     def widget(self):
-        """The interactive ipywidgets view (slider, window preset, view axis, overlays)."""
+        """The interactive ipywidgets view (slider, window menu, view axis, overlays)."""
         import ipywidgets as widgets
         import matplotlib.pyplot as plt
         from IPython.display import display
 
+        choices = self.window_choices()
         axis = widgets.Dropdown(options=list(AXES), value="axial", description="view")
-        preset = self.window if isinstance(self.window, str) else "lung"
-        win = widgets.Dropdown(options=list(WINDOWS), value=preset, description="window")
-        index = widgets.IntSlider(value=self.volume.shape[0] // 2, min=0,
-                                  max=self.volume.shape[0] - 1, description="slice",
-                                  continuous_update=False)
+        win = widgets.Dropdown(options=list(choices), value=window_name(self.window),
+                               description="window")
+        index = widgets.IntSlider(value=self.index, min=0, max=self.volume.shape[0] - 1,
+                                  description="slice", continuous_update=False)
         overlay = widgets.Checkbox(value=bool(self.masks), description="overlays",
                                    disabled=not self.masks)
         out = widgets.Output()
@@ -277,7 +417,7 @@ class SliceViewer:
             index.value = min(index.value, n - 1)
             with out:
                 out.clear_output(wait=True)
-                fig = self.figure(axis.value, index.value, win.value, overlay.value)
+                fig = self.figure(axis.value, index.value, choices[win.value], overlay.value)
                 display(fig)
                 plt.close(fig)
 
