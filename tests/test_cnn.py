@@ -165,3 +165,48 @@ def test_convolutionalize_refuses_models_it_cannot_slide():
 def test_valid_padding_that_leaves_nothing_names_the_problem():
     with pytest.raises(ValueError, match="padding='valid'"):
         build_cnn((8, 16, 16, 1), n_conv_layers=2, padding="valid")
+
+
+def _inline_cube_cnn(input_shape, l2=1e-4, dropout=0.3):
+    """Notebook 04's teaching copy of the network, written out layer by layer as it is there."""
+    from keras import layers, regularizers
+
+    penalty = regularizers.L2(l2)
+    return keras.Sequential([
+        keras.Input(shape=input_shape),
+        layers.Conv3D(8, 3, padding="valid", kernel_regularizer=penalty),
+        layers.Activation("relu"),
+        layers.MaxPooling3D(2),
+        layers.Conv3D(16, 3, padding="valid", kernel_regularizer=penalty),
+        layers.Activation("relu"),
+        layers.MaxPooling3D(2),
+        layers.Flatten(),
+        layers.Dropout(dropout),
+        layers.Dense(16, activation="relu", kernel_regularizer=penalty),
+        layers.Dropout(dropout),
+        layers.Dense(1, activation="sigmoid", kernel_regularizer=penalty),
+    ])
+
+
+def _architecture(model):
+    """(layer type, output shape, weight count) of every layer after the input."""
+    return [(type(layer).__name__, tuple(layer.output.shape), layer.count_params())
+            for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+def test_build_cnn_is_the_inline_network_of_notebook_04():
+    cube = (10, 18, 18, 1)  # notebook 04's default training cube
+    inline = _inline_cube_cnn(cube)
+    built = build_cnn(cube, n_conv_layers=2, filters=8, kernel_size=3, pool_size=2,
+                      dense_units=16, dropout=0.3, l2=1e-4, padding="valid")
+    assert _architecture(built) == _architecture(inline)
+    # the numbers the notebook derives by hand: (n - k + 1) per convolution, // 2 per pooling,
+    # (k^3 * c_in + 1) * c_out weights per convolution, (n_in + 1) * n_out per dense layer
+    assert [shape for _, shape, _ in _architecture(inline)][:7] == [
+        (None, 8, 16, 16, 8), (None, 8, 16, 16, 8), (None, 4, 8, 8, 8),
+        (None, 2, 6, 6, 16), (None, 2, 6, 6, 16), (None, 1, 3, 3, 16), (None, 144)]
+    assert inline.count_params() == built.count_params() == (
+        (27 * 1 + 1) * 8 + (27 * 8 + 1) * 16 + (144 + 1) * 16 + (16 + 1) * 1)
+    regularized = [layer for layer in built.layers
+                   if isinstance(layer, (keras.layers.Conv3D, keras.layers.Dense))]
+    assert all(float(layer.kernel_regularizer.l2) == pytest.approx(1e-4) for layer in regularized)

@@ -54,7 +54,7 @@ def train_model(
     train_data: Data,
     val_data: Data,
     epochs: int = 20,
-    patience: int = 5,
+    patience: int | None = 5,
     output_dir: str | os.PathLike | None = None,
     class_weight: str | dict | None = "balanced",
     batch_size: int = 16,
@@ -76,7 +76,9 @@ def train_model(
         ``batch_size``; the training arrays are shuffled (seeded) and augmented.
     epochs, patience
         At most ``epochs`` passes; stop after ``patience`` epochs without improvement of
-        ``monitor`` (then the best epoch's weights are put back).
+        ``monitor``. The best epoch's weights are put back at the end, whether training stopped
+        early or ran all ``epochs``. ``patience=None`` switches early stopping off: every epoch
+        runs and the model keeps the last epoch's weights (a baseline to compare against).
     output_dir
         Where ``best.keras`` (checkpoint), ``history.csv`` and ``tensorboard/`` go; None writes
         nothing.
@@ -97,12 +99,17 @@ def train_model(
     Returns
     -------
     keras.callbacks.History
-        ``history.history`` holds per-epoch metrics; the model holds the best weights.
+        ``history.history`` holds per-epoch metrics; the model holds the best weights. Two
+        attributes say what early stopping did, as 0-based epoch indices like ``history.epoch``
+        (add 1 for Keras' "Epoch N" counting): ``history.stopped_epoch``, the last epoch run when
+        early stopping ended training, None when every epoch ran; ``history.best_epoch``, the
+        epoch whose weights the model holds at the end (the best by ``monitor``), None with
+        ``patience=None`` (then the last epoch's weights are kept).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    if patience < 0:
-        raise ValueError(f"patience must be >= 0, got {patience}")
+    if patience is not None and patience < 0:
+        raise ValueError(f"patience must be >= 0 or None, got {patience}")
     if isinstance(train_data, tf.data.Dataset) and augment is not None:
         raise ValueError(
             "augment applies to training arrays only; map it into your training dataset instead"
@@ -116,14 +123,16 @@ def train_model(
         y_train = train_data[1] if isinstance(train_data, tuple) else _labels_of(train_ds)
         class_weight = class_weights(y_train)
 
-    cbs: list[keras.callbacks.Callback] = [
-        keras.callbacks.EarlyStopping(
+    cbs: list[keras.callbacks.Callback] = []
+    stopper = None
+    if patience is not None:
+        stopper = keras.callbacks.EarlyStopping(
             monitor=monitor,
             mode=_mode_for(monitor),
             patience=patience,
             restore_best_weights=True,
         )
-    ]
+        cbs.append(stopper)
     if output_dir is not None:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +145,7 @@ def train_model(
         if tensorboard:
             cbs.append(keras.callbacks.TensorBoard(log_dir=str(out / "tensorboard")))
     cbs.extend(callbacks)
-    return model.fit(
+    history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=epochs,
@@ -145,6 +154,12 @@ def train_model(
         shuffle=False,  # the training dataset is already shuffled (seeded) above
         verbose=verbose,
     )
+    # Keras keeps these on the callback (stopped_epoch 0 = "did not stop"); put them where the
+    # caller looks, on the History it gets back
+    stopped = stopper is not None and stopper.stopped_epoch > 0
+    history.stopped_epoch = int(stopper.stopped_epoch) if stopped else None
+    history.best_epoch = int(stopper.best_epoch) if stopper is not None else None
+    return history
 
 
 def predict_proba(model: keras.Model, data: Data, batch_size: int = 64) -> np.ndarray:
