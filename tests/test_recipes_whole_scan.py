@@ -243,3 +243,21 @@ def test_score_test_levels_carry_hd95_and_surface_dice_per_level():
     assert np.isnan(pooled["HD95 (mm)"]) and np.isnan(pooled["NSD"])
     assert per_nodule["HD95 (mm)"] == pytest.approx(hd_a)
     assert per_nodule["NSD"] == pytest.approx(nsd_a)
+
+
+def test_cohort_split_keeps_a_saved_split_of_the_whole_cohort(cohort):
+    ids = cohort.patient_ids()
+    saved = Split(train=ids[:4], val=ids[4:6], test=ids[6:])
+    first, kept = whole_scan.cohort_split(cohort, 6, seed=0, saved=saved)
+    assert first == ids[:6]
+    # the first 6 patients leave no test patient in the saved split: a new split is drawn
+    assert kept == whole_scan.cohort_split(cohort, 6, seed=0)[1]
+    assert kept.test and set(kept.train + kept.val + kept.test) == set(ids[:6])
+    _, seven = whole_scan.cohort_split(cohort, 7, seed=0, saved=saved)
+    assert (seven.train, seven.val, seven.test) == (ids[:4], ids[4:6], ids[6:7])
+    _, restricted = whole_scan.cohort_split(cohort, 0, seed=0, saved=saved)
+    assert (restricted.train, restricted.val, restricted.test) == (ids[:4], ids[4:6], ids[6:])
+    other = Split(train=["x-1"], val=["x-2"], test=["x-3"])  # another cohort's split
+    _, drawn = whole_scan.cohort_split(cohort, 0, seed=0, saved=other)
+    assert set(drawn.train + drawn.val + drawn.test) == set(ids)
+    assert drawn == whole_scan.cohort_split(cohort, 0, seed=0)[1]

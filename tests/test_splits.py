@@ -148,3 +148,12 @@ def test_shuffle_split_bad_fractions():
             patient_shuffle_split(ids, **kwargs)
     with pytest.raises(ValueError, match="no samples"):
         patient_shuffle_split([])
+
+
+def test_subset_keeps_each_patient_in_its_part():
+    split = Split(train=["a", "b", "c", "d"], val=["e", "f"], test=["g", "h"], seed=3)
+    sub = split.subset(["a", "c", "e", "h"])
+    assert (sub.train, sub.val, sub.test) == (["a", "c"], ["e"], ["h"])
+    assert sub.seed == 3 and sub.meta["subset_of"] == 8
+    with pytest.raises(ValueError, match="1 of the 2 patients are in no part"):
+        split.subset(["a", "z"])

@@ -2,9 +2,17 @@
 
 :mod:`~lunglib.evaluation.splits` keeps every patient on one side of a split;
 :mod:`~lunglib.evaluation.classification` scores probabilities (thresholds, bootstrap CIs);
-:mod:`~lunglib.evaluation.segmentation` scores masks (Dice, IoU, HD95, surface Dice, per nodule).
+:mod:`~lunglib.evaluation.segmentation` scores masks (Dice, IoU, HD95, surface Dice, per nodule);
+:mod:`~lunglib.evaluation.cases` picks the cases a report shows and names them pseudonymously.
 """
 
+from lunglib.evaluation.cases import (
+    axial_gallery,
+    largest_section,
+    patient_codes,
+    pick_cases,
+    strongest_slice,
+)
 from lunglib.evaluation.classification import (
     THRESHOLD_RULES,
     BinaryEvaluation,
@@ -57,6 +65,7 @@ __all__ = [
     "Split",
     "SplitOverlapError",
     "aggregate_by_group",
+    "axial_gallery",
     "binarize",
     "bootstrap_ci",
     "bootstrap_interval",
@@ -75,13 +84,17 @@ __all__ = [
     "hausdorff95",
     "iou",
     "iou_global",
+    "largest_section",
     "load_split",
     "paired_bootstrap_ci",
+    "patient_codes",
     "patient_kfold",
     "patient_shuffle_split",
     "patient_split",
+    "pick_cases",
     "score_cases",
     "score_nodules",
+    "strongest_slice",
     "surface_dice",
     "surface_distances",
 ]

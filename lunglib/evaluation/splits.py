@@ -82,6 +82,29 @@ class Split:
         """Sorted integer sample indices ``{"train", "val", "test"}`` for per-sample patient ids."""
         return {name: np.flatnonzero(mask) for name, mask in self.masks(patient_ids).items()}
 
+    def subset(self, patient_ids: Sequence) -> Split:
+        """The same split restricted to ``patient_ids``: each patient keeps its part.
+
+        For a notebook that works on fewer patients than the one that drew the split (e.g.
+        segmentation on the first 24 patients of a cohort split once for classification):
+        train, validation and test stay disjoint across notebooks. Raises ``ValueError`` when
+        a patient is in none of the parts, since the split cannot say where it belongs.
+        ``meta["subset_of"]`` records the number of patients of the whole split.
+        """
+        wanted = {str(p) for p in patient_ids}
+        known = set(self.train) | set(self.val) | set(self.test)
+        unknown = wanted - known
+        if unknown:
+            raise ValueError(f"{len(unknown)} of the {len(wanted)} patients are in no part of "
+                             "the split; draw a new split for them")
+        return Split(
+            train=[p for p in self.train if p in wanted],
+            val=[p for p in self.val if p in wanted],
+            test=[p for p in self.test if p in wanted],
+            seed=self.seed,
+            meta={**self.meta, "subset_of": len(known)},
+        )
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the split as JSON (atomically) and return the path."""
         return write_text_atomic(path, json.dumps(asdict(self), indent=1))

@@ -144,15 +144,26 @@ class TrainedSegmenter:
 
 
 def cohort_split(
-    dataset, n_patients: int = 0, seed: int = 42
+    dataset, n_patients: int = 0, seed: int = 42, saved: Split | None = None
 ) -> tuple[list[str], Split]:
     """The first ``n_patients`` patients of a dataset (0: all) and their patient split.
 
-    15 % validation and 20 % test patients, stratified by the dataset's cancer labels
-    (:func:`lunglib.evaluation.patient_split`; a patient without a label counts as 0).
+    With ``saved`` (a split drawn for the whole cohort, e.g. notebook 04's ``split.json``) the
+    patients keep their parts (:meth:`lunglib.evaluation.Split.subset`), so no patient tested
+    on here was trained on elsewhere -- provided it places every one of them and leaves at
+    least one validation and one test patient among them. Otherwise, or without ``saved``, a
+    new split: 15 % validation and 20 % test patients, stratified by the dataset's cancer
+    labels (:func:`lunglib.evaluation.patient_split`; a patient without a label counts as 0).
     """
     ids = dataset.patient_ids()
     ids = ids[:n_patients] if n_patients else ids
+    if saved is not None:
+        try:
+            kept = saved.subset(ids)
+        except ValueError:  # some patients are not in the saved split (another cohort)
+            kept = None
+        if kept is not None and kept.val and kept.test:
+            return ids, kept
     labels = dataset.labels()
     return ids, patient_split(ids, [labels.get(p, 0) for p in ids], val_fraction=0.15,
                               test_fraction=0.2, seed=seed)
