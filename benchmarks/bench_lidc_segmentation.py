@@ -68,15 +68,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "best val-loss weights are restored either way)")
     parser.add_argument("--members", type=int, default=1,
                         help="U-Nets trained on the same split (seeds --seed + 1000 m) whose "
-                        "probability maps are averaged; member 0 is also scored alone")
+                        "probability maps are averaged; member 0 is also scored alone; "
+                        "0 scores only the baseline (no training)")
     parser.add_argument("--no-tta", action="store_true", help="skip test-time flip averaging")
     parser.add_argument("--json", type=Path, help="also write the table and choices here")
     parser.add_argument("--save-maps", type=Path, default=MAPS, metavar="DIR",
                         help="write the test probability maps, scored masks and truth to "
                         "DIR/test_maps_seed<seed>.npz (default: %(default)s)")
     args = parser.parse_args(argv)
-    if args.members < 1:
-        parser.error(f"--members must be at least 1, got {args.members}")
+    if args.members < 0:
+        parser.error(f"--members must be 0 (the baseline only) or more, got {args.members}")
     return args
 
 
@@ -166,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     print("hd95_mm: each direction's 95th percentile, then the larger (MONAI); hd95_pooled_mm: "
           "both directions pooled (the definition of runs recorded before it); nsd: surface "
           "Dice at 1 mm")
-    if args.save_maps is not None:
+    if args.save_maps is not None and args.members:
         target = args.save_maps / f"test_maps_seed{args.seed}.npz"
         save_maps(target, result, truth, spacing, pids[test])
         print(f"test maps and masks saved to {target}")

@@ -78,3 +78,24 @@ def test_saved_maps_hold_what_was_scored_and_no_patient_id(bench, result, tmp_pa
     assert saved["prob_methods"].tolist() == ["U-Net 2D"] and saved["probs"].shape == (1, 3, 24, 24)
     assert saved["threshold"].tolist() == [0.6] and saved["central"].tolist() == [True]
     assert not any("LIDC" in str(saved[key]) for key in saved.files)
+
+
+def test_members_zero_scores_only_the_baseline_on_the_seeds_test_patients(lidc_patches_npz):
+    """``members=0`` trains nothing and scores the baseline on the same test split a trained
+    run of that seed would use (the split depends on the seed only)."""
+    from lunglib.datasets import load_patch_set
+    from lunglib.evaluation.splits import patient_shuffle_split
+    from lunglib.recipes.lidc_unet import run_lidc_unet, threshold_baseline
+
+    patches = load_patch_set(lidc_patches_npz)
+    result = run_lidc_unet(patches, seed=7, members=0)
+    assert result.epochs == [] and result.test_probs == {} and len(result.choices) == 0
+    assert list(result.test_masks) == ["baseline -400 HU, central component"]
+    patients = patches.patient_groups()
+    test = patient_shuffle_split(patients, seed=7).indices(patients)["test"]
+    assert result.split.test == patient_shuffle_split(patients, seed=7).test
+    np.testing.assert_array_equal(result.test_masks["baseline -400 HU, central component"],
+                                  threshold_baseline(patches.images[test], -400.0))
+    assert set(result.table.method) == {"baseline -400 HU, central component"}
+    with pytest.raises(ValueError, match="members must be 0"):
+        run_lidc_unet(patches, members=-1)

@@ -464,7 +464,9 @@ def run_lidc_unet(
         seeds member 0; member ``m`` is trained with ``seed + 1000 m``.
     members : int, default 1
         U-Nets trained on the same split whose probability maps are averaged. With more than
-        one, member 0 alone and the ensemble are both chosen on validation and scored.
+        one, member 0 alone and the ensemble are both chosen on validation and scored. With 0
+        nothing is trained: only the baseline is scored on the same test patients (quick, for
+        recomputing a metric of the baseline).
     tta : bool, default True
         Test-time augmentation (:func:`predict_lidc_unet`).
     baseline_level : float, default -400
@@ -478,8 +480,8 @@ def run_lidc_unet(
     -------
     LidcUnetResult
     """
-    if members < 1:
-        raise ValueError(f"members must be at least 1, got {members}")
+    if members < 0:
+        raise ValueError(f"members must be 0 (the baseline only) or more, got {members}")
     if patch_set.masks is None or "pixel_spacing_mm" not in patch_set.extra:
         raise ValueError(f"{patch_set.source}: the recipe needs masks and pixel_spacing_mm")
     hu, truth = patch_set.images, patch_set.masks > 0
@@ -496,7 +498,7 @@ def run_lidc_unet(
         val_probs.append(predict_lidc_unet(member_run.model, x[val], tta))
         test_probs.append(predict_lidc_unet(member_run.model, x[test], tta))
         trained.append(member_run)
-    variants = {"U-Net 2D": (val_probs[0], test_probs[0])}
+    variants = {"U-Net 2D": (val_probs[0], test_probs[0])} if members else {}
     if members > 1:
         variants = {"U-Net 2D (member 0)": variants["U-Net 2D"],
                     f"U-Net 2D ensemble of {members}": (np.mean(val_probs, axis=0),
@@ -514,7 +516,7 @@ def run_lidc_unet(
     return LidcUnetResult(
         table=summary_table(scores),
         scores=scores,
-        choices=pd.DataFrame(choices),
+        choices=pd.DataFrame(choices, columns=None if choices else ["method"]),
         split=split,
         epochs=[t.epochs for t in trained],
         seconds=[t.seconds for t in trained],
