@@ -11,12 +11,19 @@ import os
 import random
 import sys
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from lunglib.settings import Settings
+
+if TYPE_CHECKING:  # scikit-learn loads only when a notebook splits patients
+    from lunglib.evaluation.splits import Split
+
+SPLIT_FILE = "split.json"
+"""The course's patient split, in ``output_dir``: drawn by notebook 02, read by 04-07."""
 
 
 @contextlib.contextmanager
@@ -176,3 +183,79 @@ def classification_data(dataset: str, settings: Settings, data_dir: str | Path =
                                workers=workers, progress=False)
     x, y, groups = training_arrays(source, size=patch_size)
     return source, x, y, groups
+
+
+def course_split(
+    groups: Sequence,
+    labels: Sequence,
+    seed: int = 42,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+) -> Split:
+    """The course's patient split: stratified by patient label and seeded.
+
+    One function for the notebooks that draw it -- 02, which saves it as :data:`SPLIT_FILE`,
+    and 04, which draws it itself when it runs alone -- so both give the same patients.
+
+    Parameters
+    ----------
+    groups, labels : sequence
+        The patient and the label of every sample (several samples may share a patient).
+    seed : int
+        The notebooks' ``seed`` parameter.
+    val_fraction, test_fraction : float
+        Fractions of the patients in the validation and the test split.
+
+    Returns
+    -------
+    lunglib.evaluation.splits.Split
+    """
+    from lunglib.evaluation.splits import patient_split
+
+    return patient_split(groups, labels, val_fraction=val_fraction,
+                         test_fraction=test_fraction, seed=seed)
+
+
+def saved_or_course_split(
+    path: str | Path,
+    groups: Sequence,
+    labels: Sequence,
+    seed: int = 42,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+) -> tuple[Split, str]:
+    """The split saved at ``path`` when it fits, else :func:`course_split` drawn here.
+
+    The saved split is used when it was drawn with the same ``seed`` and fractions and holds
+    every patient of ``groups``; it is then restricted to those patients
+    (:meth:`~lunglib.evaluation.splits.Split.subset`). Otherwise -- no file, other settings
+    (a student changed ``val_fraction`` in one notebook only), other patients (another
+    dataset) -- the split is drawn from ``groups`` and ``labels``, as notebook 02 would draw it.
+
+    Returns
+    -------
+    split : Split
+    source : str
+        Where the split came from, in words, for the notebook to print.
+    """
+    from lunglib.evaluation.splits import load_split
+
+    path = Path(path)
+    wanted = {"seed": seed, "val_fraction": val_fraction, "test_fraction": test_fraction}
+    reason = f"no {path.name} in the output folder"
+    if path.is_file():
+        saved = load_split(path)
+        settings = {"seed": saved.seed, "val_fraction": saved.meta.get("val_fraction"),
+                    "test_fraction": saved.meta.get("test_fraction")}
+        missing = {str(g) for g in groups} - {*saved.train, *saved.val, *saved.test}
+        if settings != wanted:
+            reason = f"{path.name} was drawn with other settings ({settings})"
+        elif missing:
+            reason = f"{path.name} lacks {len(missing)} of these patients (another dataset?)"
+        else:
+            every = {*saved.train, *saved.val, *saved.test}
+            split = saved if every == {str(g) for g in groups} else saved.subset(groups)
+            return split, f"read from {path.name} (notebook 02's split)"
+    split = course_split(groups, labels, seed=seed, val_fraction=val_fraction,
+                         test_fraction=test_fraction)
+    return split, f"drawn here with course_split ({reason})"

@@ -41,3 +41,50 @@ def test_unknown_and_patch_datasets_are_explained(tmp_path) -> None:
         open_course_dataset("kaggle", settings)
     with pytest.raises(ValueError, match="load_patch_set"):
         open_course_dataset("patches", settings)
+
+
+def _cohort(n: int = 80) -> tuple[list[str], list[int]]:
+    """Patient ids and labels shaped like the default synthetic cohort (half of them cancer)."""
+    ids = [f"synth-{i:04d}" for i in range(1, n + 1)]
+    return ids, [i % 2 for i in range(n)]
+
+
+def test_the_split_02_saves_is_the_split_04_uses(tmp_path) -> None:
+    """02 draws from the cache's sorted ids, 04 from its training arrays (another order):
+    the same patients either way, whether 04 reads 02's file or runs alone."""
+    from lunglib.course import SPLIT_FILE, course_split, saved_or_course_split
+
+    ids, labels = _cohort()
+    in_02 = course_split(ids, labels, seed=42)
+    assert (len(in_02.train), len(in_02.val), len(in_02.test)) == (48, 16, 16)
+    order = np.random.default_rng(0).permutation(len(ids))
+    groups_04, y_04 = [ids[i] for i in order], [labels[i] for i in order]
+
+    alone, source = saved_or_course_split(tmp_path / SPLIT_FILE, groups_04, y_04, seed=42)
+    assert "drawn here" in source
+    in_02.save(tmp_path / SPLIT_FILE)
+    read, source = saved_or_course_split(tmp_path / SPLIT_FILE, groups_04, y_04, seed=42)
+    assert "read from" in source
+    for name in ("train", "val", "test"):
+        assert getattr(alone, name) == getattr(in_02, name) == getattr(read, name)
+    assert course_split(ids, labels, seed=7).test != in_02.test  # the seed matters
+
+
+def test_a_saved_split_that_does_not_fit_is_not_used(tmp_path) -> None:
+    from lunglib.course import course_split, saved_or_course_split
+
+    ids, labels = _cohort()
+    path = tmp_path / "split.json"
+    course_split(ids, labels, seed=42, val_fraction=0.15, test_fraction=0.15).save(path)
+    split, source = saved_or_course_split(path, ids, labels, seed=42)
+    assert "other settings" in source and len(split.val) == 16  # 02's old 15 % split: redrawn
+
+    course_split(ids[:40], labels[:40], seed=42).save(path)
+    split, source = saved_or_course_split(path, ids, labels, seed=42)
+    assert "lacks 40" in source and len(split.train) == 48
+
+    course_split(ids, labels, seed=42).save(path)  # more patients than asked for: restricted
+    split, source = saved_or_course_split(path, ids[:60], labels[:60], seed=42)
+    assert "read from" in source
+    assert set(split.train) | set(split.val) | set(split.test) == set(ids[:60])
+    assert set(split.test) <= set(course_split(ids, labels, seed=42).test)

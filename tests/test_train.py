@@ -327,3 +327,31 @@ def test_learns_the_synthetic_cohort_above_chance(synthetic_cache):
     auc = roc_auc_score(y_scans, predict_proba(whole, x_scans))
     print(f"validation AUC per patient {auc:.3f}")
     assert auc > 0.7, f"validation AUC per patient {auc:.3f}"
+
+
+@pytest.mark.parametrize("given", ["flips", None, "custom"])
+def test_scan_classifier_trains_with_the_augmentation_it_is_given(monkeypatch, given):
+    """``fit_scan_classifier(augment=...)``: flips by default, None for none, or any function
+    (benchmarks/bench_course_inputs.py compares 03's affine augmentation with the flips)."""
+    import lunglib.training as training
+    from lunglib.augment import flip_augment
+    from lunglib.recipes import fit_scan_classifier
+
+    def custom(x, y):
+        return x, y
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def fake_train_model(model, train_data, val_data, **kwargs):
+        seen.update(kwargs)
+        raise Stop
+
+    cubes = (np.zeros((4, 10, 18, 18, 1), np.float32), np.array([0, 1, 0, 1]), ["a"] * 4)
+    monkeypatch.setattr(training, "nodule_cubes", lambda *args, **kwargs: cubes)
+    monkeypatch.setattr(training, "train_model", fake_train_model)
+    with pytest.raises(Stop):
+        fit_scan_classifier(None, ["a"], ["b"], augment=custom if given == "custom" else given)
+    assert seen["augment"] is {"flips": flip_augment, None: None, "custom": custom}[given]

@@ -10,7 +10,7 @@ window. Importing this module is cheap; TensorFlow loads when the recipe runs.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -31,13 +31,14 @@ def fit_scan_classifier(
     patience: int = 6,
     batch_size: int = 8,
     seed: int = 42,
+    augment: Callable | None | str = "flips",
     **build_kwargs,
 ) -> tuple[keras.Model, keras.Model]:
     """Train a whole-scan cancer classifier from nodule cubes, in one call.
 
     1. :func:`lunglib.training.nodule_cubes` of the training and validation patients;
     2. a ``padding="valid"`` patch CNN (:func:`lunglib.models.build_cnn`, two blocks by default)
-       trained with flips and early stopping on the validation cubes;
+       trained with flips (``augment``) and early stopping on the validation cubes;
     3. :func:`lunglib.training.hard_negatives` from the healthy training scans, then
        ``epochs // 2`` more epochs on the cubes and the hard negatives together;
     4. :func:`lunglib.models.convolutionalize` to the cached volume shape.
@@ -56,6 +57,10 @@ def fit_scan_classifier(
         As in :func:`lunglib.training.train_model` (the second round runs ``epochs // 2``).
     seed : int
         Seeds the cubes, the weights and the shuffles (validation cubes use ``seed + 1``).
+    augment : "flips", callable or None
+        Augmentation of each training cube, as ``train_model``'s ``augment``: ``"flips"``
+        (:func:`lunglib.augment.flip_augment`, random left-right and front-back flips), any
+        ``(x, y) -> (x, y)`` function on one example, or None for none.
     **build_kwargs
         Overrides for :func:`lunglib.models.build_cnn` (defaults: 2 blocks, 8 filters, dense 16,
         dropout 0.3, L2 1e-4; ``padding`` is always ``"valid"`` so the model can be slid).
@@ -82,7 +87,8 @@ def fit_scan_classifier(
               **build_kwargs, "padding": "valid"}
     set_seed(seed)
     model = build_cnn(x_fit.shape[1:], **config)
-    fit = {"patience": patience, "batch_size": batch_size, "augment": flip_augment, "seed": seed}
+    augment = flip_augment if augment == "flips" else augment
+    fit = {"patience": patience, "batch_size": batch_size, "augment": augment, "seed": seed}
     train_model(model, (x_fit, y_fit), val, epochs=epochs, class_weight=class_weights(y_fit), **fit)
     volumes, labels = cache_arrays(index, list(train_ids))
     if hard_per_scan > 0 and (labels == 0).any():
