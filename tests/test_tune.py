@@ -1,5 +1,6 @@
 """Grid and Random Search with keras-tuner: only the declared space, the whole grid, tidy results,
-and the best configuration saved and read back as JSON."""
+log-uniform learning-rate ranges for Random Search (refused by Grid Search), only configurations
+that fit the input, and the best configuration saved and read back as JSON."""
 
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ kt = pytest.importorskip("keras_tuner")
 from lunglib.training.tune import (  # noqa: E402
     SEARCH_SPACE,
     CNNHyperModel,
+    LogUniform,
     best_config,
     best_so_far,
+    fits,
     grid,
     load_best_config,
     run_search,
@@ -130,3 +133,70 @@ def test_best_config_json_round_trip(tmp_path):
         load_best_config(tmp_path / "bad.json")
     with pytest.raises(ValueError, match="05_tune"):
         load_best_config(tmp_path / "missing.json")
+
+
+def test_log_uniform_range_is_validated_and_refused_by_the_grid():
+    rate = LogUniform(1e-4, 1e-2)
+    assert 1e-3 in rate and 1e-4 in rate and 2e-2 not in rate and "x" not in rate
+    for low, high in ((1e-2, 1e-4), (0.0, 1e-2), (1e-3, 1e-3)):
+        with pytest.raises(ValueError, match="0 < low < high"):
+            LogUniform(low, high)
+    with pytest.raises(ValueError, match="'filters' takes listed values"):
+        validate_space({"filters": LogUniform(4, 16)})
+    space = {"filters": [2, 4], "learning_rate": rate}
+    assert validate_space(space)["learning_rate"] is rate
+    for count in (space_size, grid):
+        with pytest.raises(ValueError, match="'learning_rate' is a range.*Random Search draws"):
+            count(space)
+    train, val = _tiny_data()
+    with pytest.raises(ValueError, match="a grid needs listed values"):
+        run_search("grid", train, val, space=space)
+
+
+def test_hypermodel_declares_the_range_as_a_log_float():
+    hm = CNNHyperModel((8, 8, 1), {"n_conv_layers": [1], "learning_rate": LogUniform(1e-4, 1e-2)})
+    hp = kt.HyperParameters()
+    model = hm.build(hp)
+    (rate,) = [h for h in hp.space if h.name == "learning_rate"]
+    assert isinstance(rate, kt.engine.hyperparameters.Float)
+    assert (rate.min_value, rate.max_value, rate.sampling) == (1e-4, 1e-2, "log")
+    draws = np.array([rate.random_sample(seed) for seed in range(2000)])
+    assert draws.min() >= 1e-4 and draws.max() <= 1e-2
+    # log-uniform: half the draws below the geometric mean 1e-3 (uniform would give about 9 %)
+    assert 0.45 < np.mean(draws < 1e-3) < 0.55
+    assert float(model.optimizer.learning_rate) == pytest.approx(rate.default)
+
+
+def test_fits_follows_the_n_minus_k_plus_one_rule():
+    cube = (10, 18, 18, 1)
+    assert fits(cube, {"n_conv_layers": 2, "kernel_size": 3, "pool_size": 2, "padding": "valid"})
+    # z: 10 - 5 + 1 = 6, // 2 = 3, 3 - 5 + 1 < 1: the second block does not fit
+    assert not fits(cube, {"n_conv_layers": 2, "kernel_size": 5, "pool_size": 2,
+                           "padding": "valid"})
+    assert fits(cube, {"n_conv_layers": 1, "kernel_size": 5, "pool_size": 3, "padding": "valid"})
+    assert not fits(cube, {"n_conv_layers": 2, "kernel_size": 3, "pool_size": 3,
+                           "padding": "valid"})
+    assert fits(cube, {"n_conv_layers": 2, "kernel_size": 5, "pool_size": 2, "padding": "same"})
+    assert not fits(cube, {"n_conv_layers": 4, "padding": "same"})  # 10 // 2**4 = 0
+    hm = CNNHyperModel(cube, {"kernel_size": [3, 5], "n_conv_layers": [2]},
+                       fixed={"padding": "valid"})
+    assert [hm.fits(c) for c in grid(hm.space)] == [True, False]
+    train, val = _tiny_data()
+    # 8 x 8: kernel 3 leaves 6, pooled 3, then 1, pooled 0; kernel 5 leaves 4, 2, then nothing
+    with pytest.raises(ValueError, match="2 configuration.*do not fit input \\(8, 8, 1\\)"):
+        run_search("grid", train, val, space={"kernel_size": [3, 5], "n_conv_layers": [1, 2]},
+                   fixed={"padding": "valid", "filters": 2})
+
+
+@pytest.mark.slow
+def test_random_search_draws_the_range_and_only_configurations_that_fit(tmp_path):
+    train, val = _tiny_data(3)
+    # on 8 x 8 inputs with "valid" padding two blocks never fit, and kernel 5 fits only one block
+    space = {"n_conv_layers": [1, 2], "kernel_size": [3, 5],
+             "learning_rate": LogUniform(1e-4, 1e-2), "epochs": [1]}
+    results = run_search("random", train, val, space=space, max_trials=3, seed=1,
+                         fixed={"padding": "valid", "filters": 2}, directory=tmp_path)
+    assert len(results) == 3 and results["score"].notna().all()
+    assert set(results["n_conv_layers"]) == {1}
+    assert all(rate in space["learning_rate"] for rate in results["learning_rate"])
+    assert results["learning_rate"].nunique() == 3

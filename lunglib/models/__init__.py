@@ -9,7 +9,10 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
         "bundle": ["bundle_paths", "load_bundle", "save_bundle"],
-        "cnn": ["HEADS", "build_cnn", "convolutionalize", "max_conv_layers", "output_stride"],
+        "cnn": [
+            "HEADS", "build_cnn", "convolutionalize", "feature_size", "max_conv_layers",
+            "output_stride",
+        ],
         "features": ["FEATURE_NAMES", "outline_features"],
         "unet": ["build_unet", "dice_bce_loss", "dice_coef", "iou_coef", "resize_unet"],
     },

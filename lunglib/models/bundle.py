@@ -3,8 +3,8 @@
 A bundle is two files in one folder: ``<name>.keras`` (the Keras model) and ``<name>.json``
 (everything the model does not carry itself: input size, HU window, zero-centring mean from the
 training split, the decision threshold chosen on validation, ...). Notebook 04 saves the
-``classifier`` bundle, notebook 06 the ``segmenter`` bundle; notebook 07 and
-``python -m lunglib predict`` load them.
+``classifier`` bundle, notebook 05 the ``tuned`` classifier, notebook 06 the ``segmenter``
+bundle; notebook 07 and ``python -m lunglib predict`` load them.
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def load_bundle(folder: str | os.PathLike, name: str):
 
     model_path, meta_path = bundle_paths(folder, name)
     if not model_path.is_file() or not meta_path.is_file():
-        writer = {"classifier": "04_train_cnn", "segmenter": "06_segment"}.get(name, "training")
+        writer = {"classifier": "04_train_cnn", "tuned": "05_tune",
+                  "segmenter": "06_segment"}.get(name, "training")
         raise FileNotFoundError(
             f"no '{name}' model in {Path(folder)} ({model_path.name} and {meta_path.name}); "
             f"run notebook {writer} with output_dir={Path(folder)} first"

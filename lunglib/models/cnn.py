@@ -42,6 +42,20 @@ def max_conv_layers(input_shape: Sequence[int], pool_size: int = 2) -> int:
     return int(math.floor(math.log(smallest, pool_size) + 1e-9))
 
 
+def feature_size(
+    input_shape: Sequence[int], n_conv_layers: int, kernel_size: int, pool_size: int, padding: str
+) -> list[int]:
+    """Spatial size after the convolution + pooling blocks of :func:`build_cnn`.
+
+    Along each axis a block leaves ``(n - k + 1) // p`` voxels with ``padding="valid"`` and
+    ``n // p`` with ``"same"``; a size below 1 means the network does not fit the input.
+    """
+    sizes = [int(s) for s in input_shape[:-1]]
+    for _ in range(n_conv_layers):
+        sizes = [(s - kernel_size + 1 if padding == "valid" else s) // pool_size for s in sizes]
+    return sizes
+
+
 def build_cnn(
     input_shape: Sequence[int],
     n_conv_layers: int = 3,
@@ -139,9 +153,7 @@ def build_cnn(
     if padding not in ("same", "valid"):
         raise ValueError(f"padding must be 'same' or 'valid', got {padding!r}")
     if padding == "valid":
-        sizes = list(input_shape[:-1])
-        for _ in range(n_conv_layers):
-            sizes = [(s - kernel_size + 1) // pool_size for s in sizes]
+        sizes = feature_size(input_shape, n_conv_layers, kernel_size, pool_size, padding)
         if min(sizes) < 1:
             raise ValueError(
                 f"with padding='valid', {n_conv_layers} blocks of kernel {kernel_size} and pooling "

@@ -1,11 +1,15 @@
 """Grid Search and Random Search over CNN hyperparameters with keras-tuner.
 
 The search space is data -- a dict ``{hyperparameter: [candidate values]}`` (:data:`SEARCH_SPACE`
-is the course default). :class:`CNNHyperModel` turns every entry into a ``hp.Choice``; entries
-that :func:`lunglib.models.cnn.build_cnn` takes shape the model, ``batch_size`` and ``epochs`` shape
-``fit`` (that is how keras-tuner tunes them). :func:`run_search` runs ``keras_tuner.GridSearch``
-or ``keras_tuner.RandomSearch``, scores every trial on the validation split only, and returns a
-tidy DataFrame with one row per trial.
+is the course default). :class:`CNNHyperModel` turns every list into a ``hp.Choice``, and a
+:class:`LogUniform` range (e.g. for ``learning_rate``) into ``hp.Float(..., sampling="log")``:
+Random Search draws from it, Grid Search refuses it (a grid needs listed values). Entries that
+:func:`lunglib.models.cnn.build_cnn` takes shape the model, ``batch_size`` and ``epochs`` shape
+``fit`` (that is how keras-tuner tunes them). Configurations whose convolutions and poolings
+do not fit the input are never tried: Grid Search refuses a grid that holds one, Random Search
+draws again. :func:`run_search` runs ``keras_tuner.GridSearch`` or ``keras_tuner.RandomSearch``,
+scores every trial on the validation split only, and returns a tidy DataFrame with one row per
+trial.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import keras
@@ -26,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from lunglib.io import write_text_atomic
-from lunglib.models import build_cnn
+from lunglib.models import build_cnn, feature_size
 from lunglib.training.fit import class_weights
 
 SEARCH_SPACE: dict[str, list] = {
@@ -41,22 +46,59 @@ SEARCH_SPACE: dict[str, list] = {
 """The course's default search space: 2 x 2 x 2 x 1 x 2 x 2 x 2 = 64 configurations."""
 
 FIT_KEYS = ("batch_size", "epochs")
-BUILD_KEYS = tuple(
-    name for name in inspect.signature(build_cnn).parameters if name not in ("input_shape", "name")
-)
+_BUILD_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(build_cnn).parameters.items()
+    if name not in ("input_shape", "name")
+}
+BUILD_KEYS = tuple(_BUILD_DEFAULTS)
 DEFAULT_FIT = {"batch_size": 16, "epochs": 10}
+LOG_UNIFORM_KEYS = ("learning_rate", "l2")
+"""Hyperparameters that may be given as a :class:`LogUniform` range (positive floats)."""
 
 
-def validate_space(space: Mapping[str, Sequence]) -> dict[str, list]:
-    """Check a search space and return it as ``{name: list of values}``."""
+@dataclass(frozen=True)
+class LogUniform:
+    """A continuous range searched on a log scale: ``log(value)`` is uniform in
+    ``[log(low), log(high)]``.
+
+    A learning rate matters by its order of magnitude: between 1e-4 and 1e-2 a uniform draw
+    would land above 1e-3 nine times in ten, a log-uniform draw half the time. Random Search
+    draws from the range (keras-tuner's ``hp.Float(..., sampling="log")``); Grid Search cannot
+    enumerate a range and refuses it.
+    """
+
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not 0 < self.low < self.high:
+            raise ValueError(f"LogUniform needs 0 < low < high, got low={self.low}, "
+                             f"high={self.high}")
+
+    def __contains__(self, value: object) -> bool:
+        return isinstance(value, int | float) and self.low <= value <= self.high
+
+
+Space = Mapping[str, "Sequence | LogUniform"]
+
+
+def validate_space(space: Space) -> dict[str, list | LogUniform]:
+    """Check a search space and return it as ``{name: list of values or LogUniform}``."""
     if not space:
         raise ValueError("the search space is empty; give {hyperparameter: [values]}")
-    clean: dict[str, list] = {}
+    clean: dict[str, list | LogUniform] = {}
     for name, values in space.items():
         if name not in BUILD_KEYS and name not in FIT_KEYS:
             raise ValueError(
                 f"unknown hyperparameter {name!r}; tune any of {', '.join(BUILD_KEYS + FIT_KEYS)}"
             )
+        if isinstance(values, LogUniform):
+            if name not in LOG_UNIFORM_KEYS:
+                raise ValueError(f"{name!r} takes listed values; a LogUniform range is for "
+                                 f"{' or '.join(LOG_UNIFORM_KEYS)}")
+            clean[name] = values
+            continue
         values = list(values) if isinstance(values, list | tuple) else [values]
         if not values:
             raise ValueError(f"hyperparameter {name!r} has no candidate values")
@@ -66,15 +108,38 @@ def validate_space(space: Mapping[str, Sequence]) -> dict[str, list]:
     return clean
 
 
-def space_size(space: Mapping[str, Sequence]) -> int:
-    """Number of configurations in the grid."""
-    return math.prod(len(v) for v in validate_space(space).values())
-
-
-def grid(space: Mapping[str, Sequence]) -> list[dict]:
-    """Every configuration of the space, as dicts."""
+def _listed(space: Space) -> dict[str, list]:
+    """The space, refusing ranges: only listed values make a grid."""
     space = validate_space(space)
+    for name, values in space.items():
+        if isinstance(values, LogUniform):
+            raise ValueError(
+                f"{name!r} is a range, {values}: a grid needs listed values, e.g. "
+                f"[{values.low:g}, {values.high:g}]; Random Search draws from ranges"
+            )
+    return space
+
+
+def space_size(space: Space) -> int:
+    """Number of configurations in the grid (a space with a range has no grid: ValueError)."""
+    return math.prod(len(v) for v in _listed(space).values())
+
+
+def grid(space: Space) -> list[dict]:
+    """Every configuration of the space, as dicts."""
+    space = _listed(space)
     return [dict(zip(space, combo, strict=True)) for combo in itertools.product(*space.values())]
+
+
+def fits(input_shape: Sequence[int], config: Mapping) -> bool:
+    """Whether :func:`build_cnn` can build ``config`` for ``input_shape``: every block's
+    convolution and pooling must leave at least one voxel on every axis (``n - k + 1`` with
+    ``padding="valid"``, then ``// pool_size``). Missing arguments take ``build_cnn``'s defaults.
+    """
+    args = {**_BUILD_DEFAULTS, **{k: v for k, v in config.items() if k in BUILD_KEYS}}
+    sizes = feature_size(input_shape, args["n_conv_layers"], args["kernel_size"],
+                         args["pool_size"], args["padding"])
+    return min(sizes) >= 1
 
 
 class CNNHyperModel(kt.HyperModel):
@@ -85,8 +150,8 @@ class CNNHyperModel(kt.HyperModel):
     input_shape
         Model input shape (see :func:`build_cnn`).
     space
-        ``{hyperparameter: [values]}``; keys are ``build_cnn`` arguments, ``batch_size`` or
-        ``epochs``.
+        ``{hyperparameter: [values] or LogUniform(low, high)}``; keys are ``build_cnn``
+        arguments, ``batch_size`` or ``epochs``.
     fixed
         ``build_cnn`` arguments held constant (e.g. ``{"dropout": 0.3}``).
     """
@@ -94,7 +159,7 @@ class CNNHyperModel(kt.HyperModel):
     def __init__(
         self,
         input_shape: Sequence[int],
-        space: Mapping[str, Sequence] | None = None,
+        space: Space | None = None,
         fixed: Mapping | None = None,
         name: str = "cnn_hypermodel",
     ):
@@ -112,9 +177,17 @@ class CNNHyperModel(kt.HyperModel):
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         # every hyperparameter is declared here, fit-time ones too, so the grid sees the full space
-        values = {name: hp.Choice(name, choices) for name, choices in self.space.items()}
+        values = {
+            name: hp.Float(name, choices.low, choices.high, sampling="log")
+            if isinstance(choices, LogUniform) else hp.Choice(name, choices)
+            for name, choices in self.space.items()
+        }
         kwargs = {k: v for k, v in {**self.fixed, **values}.items() if k in BUILD_KEYS}
         return build_cnn(self.input_shape, **kwargs)
+
+    def fits(self, values: Mapping) -> bool:
+        """Whether the configuration ``values`` (with the fixed arguments) fits the input."""
+        return fits(self.input_shape, {**self.fixed, **values})
 
     def _fit_value(self, hp: kt.HyperParameters, key: str):
         if key in self.space:
@@ -164,11 +237,36 @@ class TimedGridSearch(_Timed, kt.GridSearch):
         self._setup_budget(max_seconds)
 
 
-class TimedRandomSearch(_Timed, kt.RandomSearch):
-    """``keras_tuner.RandomSearch`` that records seconds per trial and honours ``max_seconds``."""
+class FittingRandomSearchOracle(kt.oracles.RandomSearchOracle):
+    """Random Search's oracle, drawing again when a configuration does not fit the input.
 
-    def __init__(self, *args, max_seconds: float | None = None, **kwargs):
+    keras-tuner redraws a configuration it has tried before (up to its collision limit); a
+    configuration that :meth:`CNNHyperModel.fits` rejects is redrawn the same way, so no
+    trial of the budget is spent on a network that cannot be built.
+    """
+
+    def __init__(self, *args, hypermodel: CNNHyperModel | None = None, **kwargs):
         super().__init__(*args, **kwargs)
+        self.hypermodel = hypermodel
+
+    def _duplicate(self, values):
+        if self.hypermodel is not None and not self.hypermodel.fits(values):
+            return True
+        return super()._duplicate(values)
+
+
+class TimedRandomSearch(_Timed, kt.Tuner):
+    """``keras_tuner.RandomSearch`` that records seconds per trial, honours ``max_seconds`` and
+    draws only configurations that fit (:class:`FittingRandomSearchOracle`)."""
+
+    def __init__(self, hypermodel: CNNHyperModel, objective, max_trials: int, seed: int,
+                 max_consecutive_failed_trials: int = 3, max_seconds: float | None = None,
+                 **kwargs):
+        oracle = FittingRandomSearchOracle(
+            objective=objective, max_trials=max_trials, seed=seed, hypermodel=hypermodel,
+            max_consecutive_failed_trials=max_consecutive_failed_trials,
+        )
+        super().__init__(oracle, hypermodel, **kwargs)
         self._setup_budget(max_seconds)
 
 
@@ -182,11 +280,24 @@ def make_tuner(
     seed: int = 42,
     project_name: str | None = None,
 ):
-    """A fresh (``overwrite=True``) grid or random tuner scoring trials on ``objective``."""
+    """A fresh (``overwrite=True``) grid or random tuner scoring trials on ``objective``.
+
+    Grid Search refuses a space with a :class:`LogUniform` range and a grid holding a
+    configuration that does not fit the model's input (it would fail mid-search).
+    """
     if kind not in ("grid", "random"):
         raise ValueError(f"kind must be 'grid' or 'random', got {kind!r}")
     if kind == "random" and not max_trials:
         raise ValueError("random search needs max_trials (its budget)")
+    if kind == "grid":
+        misfit = [c for c in grid(hypermodel.space) if not hypermodel.fits(c)]
+        if misfit:
+            raise ValueError(
+                f"{len(misfit)} configuration(s) of the grid do not fit input "
+                f"{hypermodel.input_shape}, e.g. {misfit[0]}: each block leaves (n - k + 1) // "
+                "pool_size voxels per axis; use smaller kernels or pools, fewer layers, or "
+                "padding='same'"
+            )
     direction = "min" if "loss" in objective else "max"
     cls = TimedGridSearch if kind == "grid" else TimedRandomSearch
     return cls(
@@ -224,7 +335,7 @@ def run_search(
     kind: str,
     train: tuple[np.ndarray, np.ndarray],
     val: tuple[np.ndarray, np.ndarray],
-    space: Mapping[str, Sequence] | None = None,
+    space: Space | None = None,
     max_trials: int | None = None,
     max_seconds: float | None = None,
     directory: str | os.PathLike | None = None,
@@ -244,7 +355,8 @@ def run_search(
     train, val
         ``(x, y)`` arrays of the training and validation splits (patient-level).
     space
-        ``{hyperparameter: [values]}``; default :data:`SEARCH_SPACE`.
+        ``{hyperparameter: [values] or LogUniform(low, high)}`` (ranges for ``"random"``
+        only); default :data:`SEARCH_SPACE`.
     max_trials, max_seconds
         Budget: stop after this many trials or once this many seconds have passed (the running
         trial finishes).
