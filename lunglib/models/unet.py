@@ -179,3 +179,69 @@ def resize_unet(model: keras.Model, spatial_shape: Sequence[int]) -> keras.Model
     copy = keras.models.clone_model(model, input_tensors=keras.Input((*spatial_shape, channels)))
     copy.set_weights(model.get_weights())
     return copy
+
+
+def _block_of(layer_name: str) -> str:
+    """The block of a :func:`build_unet` layer: the part of its name before the first ``_``."""
+    return layer_name.split("_")[0]
+
+
+def _part_of(block: str) -> str:
+    """Encoder, bottleneck, decoder or output, from a :func:`build_unet` block name."""
+    if block == "image":
+        return "input"
+    if block.startswith(("down", "pool")):
+        return "encoder"
+    if block == "bottom":
+        return "bottleneck"
+    if block.startswith(("up", "skip", "dec")):
+        return "decoder"
+    return "output"
+
+
+def _inbound_layers(model: keras.Model) -> dict[str, list[str]]:
+    """For each layer of a functional model, the names of the layers whose outputs it reads
+    (from the model's own saved configuration, so no private attribute is needed)."""
+
+    def histories(node) -> list[str]:
+        if isinstance(node, dict):
+            if "keras_history" in node.get("config", {}):
+                return [node["config"]["keras_history"][0]]
+            return [name for value in node.values() for name in histories(value)]
+        if isinstance(node, list | tuple):
+            return [name for value in node for name in histories(value)]
+        return []
+
+    return {layer["name"]: histories(layer.get("inbound_nodes", []))
+            for layer in model.get_config()["layers"]}
+
+
+def unet_layers(model: keras.Model) -> list[dict]:
+    """Every layer of a :func:`build_unet` model, in order, with what the diagrams of a U-Net show.
+
+    Read from the built model itself (names, output shapes, weights and connections), so the
+    table is right for any ``depth``, ``filters`` or input size.
+
+    Parameters
+    ----------
+    model : keras.Model
+        A model from :func:`build_unet` (or :func:`resize_unet`).
+
+    Returns
+    -------
+    list of dict
+        One dict per layer with ``layer`` (its name), ``type`` (Keras class), ``block`` (e.g.
+        ``down0``, ``bottom``, ``up1``, ``skip1``, ``dec1``), ``part`` (``input``, ``encoder``,
+        ``bottleneck``, ``decoder``, ``output``), ``shape`` (output shape without the batch
+        axis), ``weights`` (trainable and not) and ``inputs`` (names of the layers it reads; two
+        for a skip connection's ``Concatenate``: the up-sampled decoder path and the encoder
+        block of the same level).
+    """
+    inbound = _inbound_layers(model)
+    rows = []
+    for layer in model.layers:
+        block = _block_of(layer.name)
+        rows.append({"layer": layer.name, "type": type(layer).__name__, "block": block,
+                     "part": _part_of(block), "shape": tuple(layer.output.shape[1:]),
+                     "weights": int(layer.count_params()), "inputs": inbound.get(layer.name, [])})
+    return rows

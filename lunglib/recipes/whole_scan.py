@@ -260,15 +260,32 @@ def fit_segmenter(
     return pd.DataFrame(history.history)
 
 
+class _EagerPredictor:
+    """``predict`` by calling the model batch by batch, without Keras's compiled predict step.
+
+    Every scan gets its own resized U-Net (its lungs' box), used for one volume only: tracing
+    and compiling a predict function for it costs more CPU time than it saves over a few
+    batches. The probabilities are the same.
+    """
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def predict(self, x: np.ndarray, batch_size: int = 16, verbose: int = 0) -> np.ndarray:
+        return np.concatenate([np.asarray(self.model(x[i:i + batch_size], training=False))
+                               for i in range(0, len(x), batch_size)])
+
+
 def segment_scan(model, case: Case, config: WholeScanConfig, flip: bool = False) -> np.ndarray:
     """One model's probability map of one scan: the patch-trained U-Net resized to the lungs'
     in-plane box (:func:`lunglib.models.resize_unet`) and run slice by slice
-    (:func:`lunglib.inference.predict_volume`); ``flip`` averages it with its mirror."""
+    (:func:`lunglib.inference.predict_volume`, called eagerly: :class:`_EagerPredictor`);
+    ``flip`` averages it with its mirror."""
     from lunglib.models import resize_unet
 
     whole = slice_window(case.lung, multiple=2 ** config.depth)
-    return predict_volume(resize_unet(model, whole), case.image, case.lung, whole,
-                          context=config.context, context_step=case.step, flip=flip)
+    return predict_volume(_EagerPredictor(resize_unet(model, whole)), case.image, case.lung,
+                          whole, context=config.context, context_step=case.step, flip=flip)
 
 
 def _add_maps(total: dict[str, np.ndarray], maps: Mapping[str, np.ndarray]) -> None:
