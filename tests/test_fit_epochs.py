@@ -11,17 +11,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
+from test_train import RecordWeights  # noqa: E402  -- the weights after every epoch
+
 from lunglib.models.cnn import build_cnn  # noqa: E402
 from lunglib.training import set_seed, train_model  # noqa: E402
-
-
-class RecordWeights(keras.callbacks.Callback):
-    def __init__(self):
-        super().__init__()
-        self.weights = []
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.weights.append([w.copy() for w in self.model.get_weights()])
 
 
 def _task(inverted_validation: bool):
