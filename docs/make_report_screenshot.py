@@ -1,11 +1,12 @@
 """Draw docs/images/report.png (the README's picture of the run report) in headless Chromium.
 
-The page is built from the small, consistent fake run folder of the tests (tests/_fake_run.py:
-seeded predictions scored by lunglib.evaluation, a tiny segmentation gallery), not from a course
-run, so that the picture can be redrawn in seconds; ``make demo`` builds the same page for a real
-run. Needs Debian's chromium and chromium-driver (see tests/_browser.py).
+Given a run folder (``make demo`` writes ``outputs/demo``), the picture is the top of that run's
+report page, rebuilt from its files. Without one, the page is built from the small, consistent
+fake run folder of the tests (tests/_fake_run.py: seeded predictions scored by lunglib.evaluation,
+a tiny segmentation gallery), so that the picture can be redrawn in seconds. Needs Debian's
+chromium and chromium-driver (see tests/_browser.py).
 
-Run: .venv/bin/python docs/make_report_screenshot.py
+Run: .venv/bin/python docs/make_report_screenshot.py [outputs/demo]
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from lunglib.report import build_report  # noqa: E402
 OUT = ROOT / "docs" / "images" / "report.png"
 
 
-def main() -> None:
+def main(run_dir: str | None = None) -> None:
     with tempfile.TemporaryDirectory() as folder:
-        index = build_report(write_fake_run(Path(folder) / "demo"))
+        run = Path(run_dir) if run_dir else write_fake_run(Path(folder) / "demo")
+        index = build_report(run)
         browser = start_chromium(width=1280, height=860)
         try:
             browser.get(index.as_uri())
@@ -44,4 +46,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1] if len(sys.argv) > 1 else None)
