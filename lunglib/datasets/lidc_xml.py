@@ -259,7 +259,11 @@ class LidcNodule:
         return len(self.sessions)
 
     def malignancy_by_session(self, n_sessions: int = 4) -> list[int]:
-        """Malignancy rating per reading session 1..n (0 = that reader did not mark it)."""
+        """Malignancy rating of each LIDC reader, in reader order (0 = that reader did not mark it).
+
+        LIDC calls each radiologist's read a "reading session"; ``n_sessions`` is how many
+        readers to report (four in LIDC-IDRI), more when the XML names more.
+        """
         out = [0] * max(n_sessions, max(self.sessions))
         for m in self.marks:
             if m.malignancy is not None and out[m.session - 1] == 0:
