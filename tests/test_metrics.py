@@ -232,6 +232,56 @@ def test_intervals_of_a_perfectly_separated_small_test_split_are_flagged_degener
     assert flags == ["precision", "specificity", "roc_auc", "pr_auc"]
 
 
+@pytest.mark.parametrize("n, grouped", [(40, False), (40, True), (7, False)])
+def test_evaluate_binary_intervals_equal_scikit_learn_metrics_on_each_resample(
+    n: int, grouped: bool
+) -> None:
+    # evaluate_binary computes every metric on all resamples at once from weighted counts; each
+    # interval must be the one bootstrap_interval gives on the resampled arrays with the
+    # scikit-learn metric, to the last digit -- with tied scores, patient groups, and (n = 7)
+    # resamples holding one class, where ROC-AUC, PR-AUC and specificity are skipped
+    from sklearn import metrics as skm
+
+    rng = np.random.default_rng(n + grouped)
+    y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+    p = np.round(np.clip(0.3 * y + 0.7 * rng.random(n), 0, 1), 1)  # rounded: many ties
+    groups = rng.integers(0, n // 3, n) if grouped else None
+    result = evaluate_binary(y, p, y, p, groups_test=groups, n_boot=200, seed=5)
+    t = result.threshold
+
+    def both(score):
+        def metric(yy, pp):
+            if len(np.unique(yy)) < 2:
+                raise ValueError("one class")
+            return score(yy, pp)
+        return metric
+
+    def negatives_kept(yy, pp):
+        return float(((pp < t) & (yy == 0)).sum() / (yy == 0).sum()) if (yy == 0).any() else np.nan
+
+    reference = {
+        "accuracy": lambda yy, pp: skm.accuracy_score(yy, pp >= t),
+        "precision": lambda yy, pp: skm.precision_score(yy, pp >= t, zero_division=0),
+        "recall": lambda yy, pp: skm.recall_score(yy, pp >= t, zero_division=0),
+        "specificity": negatives_kept,
+        "f1": lambda yy, pp: skm.f1_score(yy, pp >= t, zero_division=0),
+        "roc_auc": both(skm.roc_auc_score),
+        "pr_auc": both(skm.average_precision_score),
+        "log_loss": lambda yy, pp: skm.log_loss(yy, np.clip(pp, 1e-7, 1 - 1e-7), labels=[0, 1]),
+        "brier": lambda yy, pp: skm.brier_score_loss(yy, pp, labels=[0, 1]),
+    }
+    table = result.table.set_index("metric")
+    assert list(table.index) == list(reference)
+    for name, metric in reference.items():
+        expected = bootstrap_interval(y, p, metric, n_boot=200, groups=groups, seed=5)
+        np.testing.assert_allclose(table.loc[name, ["ci_low", "ci_high"]].astype(float),
+                                   [expected.low, expected.high], rtol=0, atol=1e-12,
+                                   err_msg=name)
+        assert table.loc[name, "ci_degenerate"] == expected.degenerate, name
+    if n == 7:  # small enough that some resamples hold one class
+        assert bootstrap_interval(y, p, reference["roc_auc"], n_boot=200, seed=5).scored < 200
+
+
 def test_bootstrap_interval_counts_distinct_values_and_matches_bootstrap_ci() -> None:
     rng = np.random.default_rng(7)
     y = np.r_[0, 1, rng.integers(0, 2, 38)]
