@@ -9,6 +9,7 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
+from pydicom.dataelem import DataElement
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
@@ -672,3 +673,102 @@ def test_large_folders_leave_pixels_on_disk_until_needed(gradient_series, monkey
     scan = load_scan(folder)
     np.testing.assert_array_equal(scan.hu, expected.hu[:-1])
     assert next(f for f in scan.qc if f.code == "unreadable_file").file == str(paths[-1])
+
+
+# --------------------------------------------------------------------------------------------
+# Geometry and rescale tags checked in every slice
+
+
+def _edit(path: Path, **tags: object) -> None:
+    """Rewrite one file with ``tags`` set (None deletes the tag)."""
+    ds = pydicom.dcmread(path)
+    for key, value in tags.items():
+        if value is None:
+            delattr(ds, key)
+        else:
+            setattr(ds, key, value)
+    ds.save_as(path)
+
+
+def _raw_decimal(path: Path, keyword: str, text: bytes) -> None:
+    """Write a DS element's bytes as given (pydicom's API refuses NaN)."""
+    ds = pydicom.dcmread(path)
+    ds.add(DataElement(ds[keyword].tag, "DS", text))
+    ds.save_as(path)
+
+
+def test_one_slice_with_another_pixel_spacing_is_refused_by_name(gradient_series):
+    folder, paths, _ = gradient_series
+    _edit(paths[3], PixelSpacing=[0.9, 0.9])
+    with pytest.raises(DicomLoadError, match="PixelSpacing differs") as info:
+        load_scan(folder)
+    assert paths[3].name in str(info.value) and "0.9 x 0.9 mm (1 files)" in str(info.value)
+
+
+def test_zero_pixel_spacing_is_refused_not_read_as_zero_mm(gradient_series):
+    folder, paths, _ = gradient_series
+    for path in paths:
+        _edit(path, PixelSpacing=[0, 0])
+    with pytest.raises(DicomLoadError, match="not two positive sizes") as info:
+        load_scan(folder)
+    assert paths[0].name in str(info.value)
+
+
+def test_pixel_spacing_missing_in_one_file_takes_the_others_and_names_it(gradient_series):
+    folder, paths, _ = gradient_series
+    _edit(paths[2], PixelSpacing=None)
+    scan = load_scan(folder)
+    assert scan.spacing[1:] == (0.75, 0.8)
+    finding = next(f for f in scan.qc if f.code == "missing_pixel_spacing")
+    assert finding.file == str(paths[2]) and "0.75 x 0.8 mm" in finding.message
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+def test_a_position_that_is_not_a_number_skips_that_slice(gradient_series):
+    folder, paths, z = gradient_series
+    _raw_decimal(paths[4], "ImagePositionPatient", b"-100\\-120\\NaN")
+    scan = load_scan(folder)
+    assert np.isfinite(scan.spacing).all() and scan.spacing[0] == pytest.approx(2.5)
+    finding = next(f for f in scan.qc if f.code == "missing_position")
+    assert finding.file == str(paths[4]) and "not finite" in finding.message
+    # the gap is filled between its neighbours (HU -24 + 10k: slice 4 would be 16)
+    assert scan.shape[0] == len(paths) and scan.hu[4, 5, 5] == 16
+
+
+def test_one_slice_without_rescale_takes_the_series_rescale_and_is_named(gradient_series):
+    folder, paths, _ = gradient_series
+    _edit(paths[5], RescaleSlope=None, RescaleIntercept=None)
+    scan = load_scan(folder)
+    # slice k is HU -24 + 10 k with the series' intercept -1024; without it, 1026 (~1000 off)
+    np.testing.assert_array_equal(scan.hu[:, 5, 5], [-24 + 10 * k for k in range(len(paths))])
+    finding = next(f for f in scan.qc if f.code == "missing_rescale")
+    assert finding.file == str(paths[5]) and "intercept -1024" in finding.message
+    assert [f.code for f in scan.qc].count("missing_rescale") == 1
+
+
+def test_one_slice_without_rescale_among_differing_ones_is_refused(gradient_series):
+    folder, paths, _ = gradient_series
+    _edit(paths[1], RescaleIntercept=-1000)
+    _edit(paths[5], RescaleSlope=None, RescaleIntercept=None)
+    with pytest.raises(DicomLoadError, match="2 different values") as info:
+        load_scan(folder)
+    assert paths[5].name in str(info.value)
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR DS")
+@pytest.mark.parametrize("slope", [b"0", b"NaN"])
+def test_a_slope_that_cannot_give_hu_is_refused_by_name(gradient_series, slope: bytes):
+    folder, paths, _ = gradient_series
+    _raw_decimal(paths[6], "RescaleSlope", slope)
+    with pytest.raises(DicomLoadError, match="cannot turn stored values into HU") as info:
+        load_scan(folder)
+    assert paths[6].name in str(info.value)
+
+
+def test_an_empty_file_in_the_series_is_named(gradient_series):
+    folder, paths, _ = gradient_series
+    paths[2].write_bytes(b"")
+    scan = load_scan(folder)
+    finding = next(f for f in scan.qc if f.file == str(paths[2]))
+    assert finding.code == "unreadable_file" and "empty (0 bytes)" in finding.message
+    assert finding.severity == "warning"

@@ -29,6 +29,14 @@ missing slices, uneven spacing                 filled by linear interpolation on
                                                spanning the same extent, ``missing_slices`` /
                                                ``uneven_spacing`` finding that states the gap
 no RescaleSlope/RescaleIntercept               slope 1, intercept 0, ``missing_rescale`` finding
+one slice without them, the others agreeing    theirs used, ``missing_rescale`` finding naming it
+one slice without them, the others differing   ``DicomLoadError`` naming the file
+slope 0, or a non-finite slope or intercept    ``DicomLoadError`` naming the file
+PixelSpacing differing between files, or not   ``DicomLoadError`` naming the odd file
+two finite positive numbers
+PixelSpacing missing in some files only        the others' (if they agree), finding naming each
+ImagePositionPatient missing or not finite     slice skipped, ``missing_position`` finding
+an empty (0-byte) file                         skipped, ``unreadable_file`` finding naming it
 a single slice                                 ``DicomLoadError`` unless ``allow_single_slice``
 mixed image sizes or orientations              ``DicomLoadError`` naming an odd file
 =============================================  ===================================================
@@ -61,7 +69,7 @@ from lunglib.io.geometry import (
     place_slices,
     slice_spacing,
 )
-from lunglib.io.pixels import AIR_HU, LOWEST_CT_HU, check_decoders, decode_slices
+from lunglib.io.pixels import AIR_HU, LOWEST_CT_HU, check_decoders, check_rescale, decode_slices
 from lunglib.io.qc import QCFinding
 from lunglib.io.series import (
     DicomLoadError,
@@ -264,8 +272,9 @@ def load_scan(
     finding lists what else was found; :func:`list_series` lists them in the same order.
 
     The stages, in order: read the headers, choose the series (localizers dropped), check that
-    its files agree in size and orientation and that their pixels can be decoded, place the
-    slices along the slice normal, decode them to HU, drop duplicate copies, measure the
+    its files agree in size and orientation, that their pixels can be decoded and that every
+    file's PixelSpacing and rescale tags are valid and consistent, place the slices along the
+    slice normal, decode them to HU, drop duplicate copies, measure the
     spacing (filling gaps onto a uniform grid), record gantry tilt, and keep the de-identified
     metadata. The checks that need headers only run before any pixel is decoded, so a series
     that cannot be read fails at once. Every stage appends what it found and repaired to the
@@ -279,10 +288,11 @@ def load_scan(
     first = members[0]
     check_consistent(uid, members)
     check_decoders(members)
+    row_spacing, col_spacing = pixel_spacing(uid, members, qc)
+    check_rescale(uid, members, qc)
     slices = place_slices(uid, members, qc)
     volume, usable = decode_slices(uid, slices.headers, first, workers, qc)
     slices, volume = drop_duplicates(uid, slices, volume, usable, qc)
-    row_spacing, col_spacing = pixel_spacing(first, qc)
     volume, z_spacing, slice_uids = slice_spacing(
         slices, volume, first, allow_single_slice, spacing_tolerance, qc)
     check_gantry_tilt(slices, min(row_spacing, col_spacing), qc)

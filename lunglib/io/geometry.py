@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lunglib.io.qc import QCFinding
-from lunglib.io.series import DicomLoadError, Header, slice_normal
+from lunglib.io.series import DicomLoadError, Header, decimals, slice_normal
 
 # Two slices closer than this along the normal (mm) sit at the same position.
 _SAME_POSITION_MM = 0.01
@@ -93,9 +93,10 @@ def check_consistent(uid: str, members: list[Header]) -> None:
 def place_slices(uid: str, members: list[Header], findings: list[QCFinding]) -> Slices:
     """Order the slices by their position along the normal of the first file's orientation.
 
-    A slice without ImagePositionPatient cannot be placed (file names and InstanceNumber are
-    not reliable) and is skipped with a ``missing_position`` finding. Slices at equal positions
-    keep their reading order. Expects a series that passed :func:`check_consistent`.
+    A slice without a finite ImagePositionPatient cannot be placed (file names and
+    InstanceNumber are not reliable) and is skipped with a ``missing_position`` finding. Slices
+    at equal positions keep their reading order. Expects a series that passed
+    :func:`check_consistent`.
 
     Raises
     ------
@@ -107,17 +108,18 @@ def place_slices(uid: str, members: list[Header], findings: list[QCFinding]) -> 
     assert normal is not None  # check_consistent guarantees a valid orientation
     placed = []
     for h in members:
-        if h.position is not None:
+        if h.position is not None and np.isfinite(h.position).all():
             placed.append(h)
         else:
+            what = "missing" if h.position is None else f"not finite ({h.position})"
             findings.append(QCFinding(
-                "missing_position", "ImagePositionPatient missing, the slice cannot be placed "
+                "missing_position", f"ImagePositionPatient {what}, the slice cannot be placed "
                 "(file names and InstanceNumber are not reliable); slice skipped", "warning",
                 str(h.path)))
     if not placed:
         raise DicomLoadError(
-            f"{first.path}: ImagePositionPatient missing in every file of series {uid}; "
-            "slice order cannot be known"
+            f"{first.path}: ImagePositionPatient missing or invalid in every file of series "
+            f"{uid}; slice order cannot be known"
         )
     positions = np.array([h.position for h in placed], dtype=float)
     z = positions @ normal
@@ -182,13 +184,51 @@ def drop_duplicates(
     return slices.select(keep), volume[keep]
 
 
-def pixel_spacing(first: Header, findings: list[QCFinding]) -> tuple[float, float]:
-    """(row, column) spacing in mm from the first file's PixelSpacing; 1 mm and a
-    ``missing_pixel_spacing`` finding when it is absent."""
-    row_spacing, col_spacing = (float(v) for v in first.ds.get("PixelSpacing", [1.0, 1.0]))
-    if "PixelSpacing" not in first.ds:
+def pixel_spacing(uid: str, members: list[Header],
+                  findings: list[QCFinding]) -> tuple[float, float]:
+    """(row, column) spacing in mm, checked in every file of the series.
+
+    A series without PixelSpacing anywhere is read at 1 mm with a ``missing_pixel_spacing``
+    finding. Where only some files lack it and all the others agree, theirs is used and each
+    file without it is named in a ``missing_pixel_spacing`` finding.
+
+    Raises
+    ------
+    DicomLoadError
+        Naming the file, when a PixelSpacing is not two finite positive numbers, or differs
+        from the rest of the series (every voxel of the volume must have one size).
+    """
+    spacings: dict[tuple[float, float], list[Header]] = {}
+    missing = []
+    for h in members:
+        value = decimals(h.ds, "PixelSpacing")
+        if value is None:
+            missing.append(h)
+            continue
+        if len(value) != 2 or not all(np.isfinite(v) and v > 0 for v in value):
+            raise DicomLoadError(
+                f"{h.path}: PixelSpacing {' / '.join(f'{v:g}' for v in value)} is not two positive "
+                "sizes in mm; the voxel size cannot be known (fix the tag, or leave this file "
+                "out)")
+        spacings.setdefault((round(value[0], 6), round(value[1], 6)), []).append(h)
+    if not spacings:
         findings.append(QCFinding("missing_pixel_spacing", "PixelSpacing absent; assumed 1 mm",
-                                  "warning", str(first.path)))
+                                  "warning", str(members[0].path)))
+        return 1.0, 1.0
+    if len(spacings) > 1:
+        (common, _), *_ = sorted(spacings.items(), key=lambda item: -len(item[1]))
+        odd = next(h for value, hs in spacings.items() if value != common for h in hs)
+        listing = ", ".join(f"{r:g} x {c:g} mm ({len(hs)} files)"
+                            for (r, c), hs in sorted(spacings.items(), key=lambda i: -len(i[1])))
+        raise DicomLoadError(
+            f"{odd.path}: PixelSpacing differs from the rest of series {uid}: {listing}; one "
+            "volume needs one pixel size (leave the odd file out, or load it as its own series)")
+    (row_spacing, col_spacing), = spacings
+    for h in missing:
+        findings.append(QCFinding(
+            "missing_pixel_spacing", f"PixelSpacing absent in this file; the series' other "
+            f"files all give {row_spacing:g} x {col_spacing:g} mm, used here", "warning",
+            str(h.path)))
     return row_spacing, col_spacing
 
 

@@ -202,6 +202,55 @@ def _slice_to_hu(h: Header, out: np.ndarray) -> bool:
     return has_rescale
 
 
+def check_rescale(uid: str, members: list[Header], findings: list[QCFinding]) -> None:
+    """Check RescaleSlope and RescaleIntercept in every file, before any pixel is decoded.
+
+    A slope or intercept that is not a finite number, or a slope of 0, would turn every pixel
+    into the same or no value: an error naming the file. One slice without the two tags among
+    slices that have them would otherwise read its stored values as HU -- ~1000 HU off its
+    neighbours for the usual intercept of -1024. Where all the other slices agree on one slope
+    and intercept, the repair is unambiguous: theirs is used for it (in memory; the file is not
+    changed) and a ``missing_rescale`` finding names the slice. Where they disagree, the slice's
+    HU cannot be known and the series is refused. A series without the tags anywhere is left
+    to :func:`decode_slices` (slope 1, intercept 0, one finding for the series).
+
+    Raises
+    ------
+    DicomLoadError
+        Naming the file, for an invalid slope or intercept, or a slice without them among
+        slices that disagree on theirs.
+    """
+    given: dict[tuple[float, float], int] = {}
+    absent = []
+    for h in members:
+        slope, intercept = decimals(h.ds, "RescaleSlope"), decimals(h.ds, "RescaleIntercept")
+        if slope is None and intercept is None:
+            absent.append(h)
+            continue
+        values = (slope[0] if slope else 1.0, intercept[0] if intercept else 0.0)
+        if not all(np.isfinite(values)) or values[0] == 0:
+            raise DicomLoadError(
+                f"{h.path}: RescaleSlope {values[0]:g} and RescaleIntercept {values[1]:g} cannot "
+                "turn stored values into HU (a slope must be a finite non-zero number, the "
+                "intercept finite); fix the tags or leave this file out")
+        given[values] = given.get(values, 0) + 1
+    if not absent or not given:
+        return
+    if len(given) > 1:
+        raise DicomLoadError(
+            f"{absent[0].path}: RescaleSlope/RescaleIntercept absent in this slice, while the "
+            f"other slices of series {uid} use {len(given)} different values; its HU cannot be "
+            "known (leave the file out)")
+    (slope, intercept), = given
+    for h in absent:
+        h.ds.RescaleSlope, h.ds.RescaleIntercept = slope, intercept
+        findings.append(QCFinding(
+            "missing_rescale", f"RescaleSlope/RescaleIntercept absent in this slice; the "
+            f"series' other {sum(given.values())} slices all give slope {slope:g} and intercept "
+            f"{intercept:g}, used here (read as HU without them it would be {abs(intercept):g} "
+            "HU off its neighbours)", "warning", str(h.path)))
+
+
 def decode_slices(
     uid: str,
     placed: list[Header],

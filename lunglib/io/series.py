@@ -163,6 +163,9 @@ def _read_header(path: Path, pixels: str) -> Header | QCFinding:
     chosen series decodes them) or ``"skip"`` (header only).
     """
     try:
+        if path.stat().st_size == 0:
+            return QCFinding("unreadable_file", "the file is empty (0 bytes); skipped", "warning",
+                             str(path))
         if pixels == "read":
             ds = pydicom.dcmread(path)
         elif pixels == "defer":
