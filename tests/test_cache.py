@@ -85,6 +85,48 @@ def test_cache_key_follows_what_shapes_the_volumes(cohort, tmp_path):
     assert cache_key(dataset, base, PrepareOptions(window=(-1200, 600))) != key
 
 
+def test_corrected_labels_take_effect_without_preparing_again(cohort, tmp_path):
+    # labels do not shape the volumes, so they are not in the key: a rerun after the labels file
+    # was corrected must give the corrected labels, from load() and labels(), and reuse the arrays
+    import shutil
+
+    copy = tmp_path / "cohort"
+    shutil.copytree(cohort, copy)
+    settings = Settings(cache_dir=tmp_path / "cache", **SMALL)
+    first = cache_dataset(SyntheticDataset(copy), settings, workers=1, progress=False)
+    before = first.labels()
+    assert before and len(set(before.values())) == 2
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.folder.glob("*.npz")}
+
+    lines = (copy / "labels.csv").read_text().splitlines()
+    flipped = [lines[0]] + [f"{pid},{1 - int(value)}" for pid, value in
+                            (line.split(",") for line in lines[1:])]
+    (copy / "labels.csv").write_text("\n".join(flipped) + "\n")
+    second = cache_dataset(SyntheticDataset(copy), settings, workers=1, progress=False)
+
+    assert second.folder == first.folder
+    assert second.labels() == {pid: 1 - value for pid, value in before.items()}
+    for pid, value in before.items():
+        assert int(second.load(pid)["label"]) == 1 - value
+    assert {p.name: p.stat().st_mtime_ns for p in second.folder.glob("*.npz")} == stamps
+    assert second.qc_table().set_index("id").loc[list(before), "label"].tolist() == \
+        [1 - v for v in before.values()]
+
+
+def test_lidc_reader_consensus_is_in_the_cache_key(tmp_path):
+    # the nodule masks of LIDC-IDRI depend on how many readers must agree: another consensus
+    # must never read masks prepared under the old one
+    from lunglib.datasets.lidc import LIDCDataset
+
+    (tmp_path / "lidc").mkdir()
+    settings = Settings(cache_dir=tmp_path / "cache", **SMALL)
+    half = cache_key(LIDCDataset(tmp_path / "lidc"), settings)
+    assert cache_key(LIDCDataset(tmp_path / "lidc", consensus_fraction=0.5), settings) == half
+    assert cache_key(LIDCDataset(tmp_path / "lidc", consensus_fraction=0.75), settings) != half
+    # the label thresholds do not change the arrays: the labels are read again instead
+    assert cache_key(LIDCDataset(tmp_path / "lidc", malignant_min=5), settings) == half
+
+
 def test_cache_run_killed_midway_resumes_to_the_same_files(cohort, tmp_path):
     dataset = SyntheticDataset(cohort)
     reference = cache_dataset(dataset, Settings(cache_dir=tmp_path / "whole", **SMALL),

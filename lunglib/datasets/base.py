@@ -66,6 +66,16 @@ class CTDataset(abc.ABC):
         """
         return None
 
+    def mask_options(self) -> dict[str, object]:
+        """The settings of this dataset that change its nodule masks (part of the cache key).
+
+        Prepared volumes carry the nodule masks, so a dataset whose masks depend on a choice
+        (LIDC-IDRI's reader consensus, say) returns it here and a changed choice never reads
+        masks prepared under the old one. Labels are not included: the cache reads them again
+        on every run.
+        """
+        return {}
+
     def qc(self) -> list[QCFinding]:
         """Findings about the dataset as a whole (ids without scans, missing annotations...)."""
         return list(self.findings)

@@ -289,6 +289,10 @@ class LIDCDataset(CTDataset):
         self._nodules: dict[str, list[LidcNodule]] = {}
         self._qc_seen: set[tuple[str, str, str | None]] = set()
 
+    def mask_options(self) -> dict[str, object]:
+        """The reader consensus and the annotation source: both change the nodule masks."""
+        return {"consensus_fraction": self.consensus_fraction, "annotations": self.annotations}
+
     def _record(self, finding: QCFinding) -> None:
         key = (finding.code, finding.message, finding.file)
         if key not in self._qc_seen:

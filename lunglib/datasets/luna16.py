@@ -16,6 +16,8 @@ labels are given, or ``label_from_annotations=True`` (1 = at least one annotated
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -146,6 +148,12 @@ class LUNA16Dataset(CTDataset):
                 self.findings.append(QCFinding(
                     f"{what}_without_scan", f"{len(unknown)} series in {what} have no .mhd "
                     f"under {self.root} (e.g. {unknown[0]}); their rows are ignored", "info"))
+
+    def mask_options(self) -> dict[str, object]:
+        """A digest of the annotation rows: the nodule masks are drawn from them, so an edited
+        ``annotations.csv`` must not reuse masks drawn from the old one."""
+        rows = json.dumps(self._annotations or [], sort_keys=True)
+        return {"annotations_sha256": hashlib.sha256(rows.encode()).hexdigest()[:16]}
 
     def _load_csv(self, given, names, columns, what) -> list[dict[str, str]] | None:
         path = Path(given) if given else next(

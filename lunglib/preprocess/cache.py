@@ -8,8 +8,12 @@ Layout::
         <patient_id>.npz  image (float32), lung_mask (uint8), nodule_mask (uint8, when the
                           dataset has masks), label (int, -1 when unknown), spacing, bbox_mm
 
-``key`` is a short hash of everything that changes the prepared arrays, so two settings never
-share a folder and changing ``size`` never reads stale volumes.
+``key`` is a short hash of everything that changes the prepared arrays -- size, n_slices, the
+preprocessing options and version, the dataset's type, folder and mask options -- so two
+settings never share a folder and changing ``size`` never reads stale volumes. Labels do not
+change the arrays, so they are not in the key: they are read from the dataset again on every
+:func:`cache_dataset` call, and :meth:`CacheIndex.load` and :meth:`CacheIndex.labels` give those,
+so a corrected labels file takes effect on the next run without preparing anything again.
 
 Every file is written to ``<name>.<pid>.tmp`` in the same folder and then renamed with
 :func:`os.replace` (atomic on POSIX and Windows): a run killed midway leaves whole files and at
@@ -50,6 +54,7 @@ def _shaping(dataset: CTDataset, settings: Settings, options: PrepareOptions) ->
         "options": options.as_dict(),
         "dataset": type(dataset).__name__,
         "root": str(Path(dataset.root).resolve()),
+        "mask_options": dataset.mask_options(),
         "preprocess_version": PREPROCESS_VERSION,
     }
 
@@ -167,7 +172,11 @@ class CacheIndex:
             reason = self.skipped.get(patient_id, "not in this cache")
             raise KeyError(f"{patient_id}: no prepared volume in {self.folder} ({reason})")
         with np.load(path) as data:
-            return {k: data[k] for k in data.files if k != "qc_row"}
+            arrays = {k: data[k] for k in data.files if k != "qc_row"}
+        row = next((r for r in self.qc_rows if r["id"] == patient_id), None)
+        if row is not None:  # the label read at the last cache_dataset call, not the stored one
+            arrays["label"] = np.int64(-1 if row.get("label", "") in ("", None) else row["label"])
+        return arrays
 
     def labels(self, ids: Sequence[str] | None = None) -> dict[str, int]:
         """``{id: label}`` for cached patients with a known label (read from the QC table)."""
@@ -266,7 +275,8 @@ def cache_dataset(
         path = folder / f"{_safe_name(pid)}.npz"
         row = _existing_row(path) if path.is_file() else None
         if row is not None:
-            rows[pid] = row
+            label = dataset.label(pid)  # labels are read again: a corrected file takes effect
+            rows[pid] = {**row, "label": "" if label is None else int(label)}
         else:
             todo.append(pid)
 
