@@ -36,6 +36,23 @@ class CohortWithBrokenScan(SyntheticDataset):
         return None if patient_id == "broken-01" else super().label(patient_id)
 
 
+class CohortWithKilledWorker(SyntheticDataset):
+    """The synthetic cohort plus one patient whose preparation kills its worker process, as the
+    kernel's out-of-memory killer would (SIGKILL: no exception, no cleanup)."""
+
+    def patient_ids(self):
+        return sorted([*super().patient_ids(), "synth-0002-oom"])
+
+    def load_scan(self, patient_id):
+        if patient_id == "synth-0002-oom":
+            import multiprocessing
+
+            if multiprocessing.current_process().name != "MainProcess":
+                os.kill(os.getpid(), signal.SIGKILL)
+            raise MemoryError("would have been killed")
+        return super().load_scan(patient_id)
+
+
 @pytest.fixture(scope="module")
 def cohort(tmp_path_factory):
     from lunglib.synthetic import write_cohort
@@ -74,6 +91,42 @@ def test_cache_in_parallel_records_every_patient(cohort, tmp_path):
     assert index.labels() == SyntheticDataset(cohort).labels()
     with pytest.raises(KeyError, match="not a DICOM file"):
         index.load("broken-01")
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+def test_a_worker_killed_by_the_system_costs_only_its_own_patient(cohort, tmp_path):
+    dataset = CohortWithKilledWorker(cohort)
+    index = cache_dataset(dataset, Settings(cache_dir=tmp_path, **SMALL), workers=2,
+                          progress=False)
+    qc = {row["id"]: row for row in index.qc_rows}
+    assert sorted(index.ids) == ["synth-0001", "synth-0002", "synth-0003"]
+    assert qc["synth-0002-oom"]["status"] == "skipped"
+    assert "worker process preparing this patient died" in qc["synth-0002-oom"]["reason"]
+    assert not list(index.folder.glob(".*.running"))  # no marker left behind
+    # the volumes are the ones a clean run gives
+    clean = cache_dataset(SyntheticDataset(cohort), Settings(cache_dir=tmp_path / "clean", **SMALL),
+                          workers=1, progress=False)
+    for pid in clean.ids:
+        np.testing.assert_array_equal(index.load(pid)["image"], clean.load(pid)["image"])
+
+
+def test_loops_over_scans_skip_and_name_an_unreadable_one(cohort):
+    # what notebooks 01, 02 and 06 loop with: one broken scan is listed with its reason (naming
+    # the file), and every readable one is still given
+    dataset = CohortWithBrokenScan(cohort)
+    skipped: dict[str, str] = {}
+    loaded = [pid for pid, _ in dataset.scans(skipped=skipped)]
+    assert loaded == ["synth-0001", "synth-0002", "synth-0003"]
+    assert list(skipped) == ["broken-01"] and "x.dcm" in skipped["broken-01"]
+
+    from lunglib.recipes.whole_scan import load_cases
+
+    skipped = {}
+    cases = load_cases(dataset, dataset.patient_ids(), skipped=skipped)
+    assert "broken-01" in skipped and "broken-01" not in cases
+    with_masks = [pid for pid in loaded if dataset.nodule_mask(pid, dataset.load_scan(pid))
+                  is not None]
+    assert sorted(cases) == with_masks
 
 
 def test_cache_key_follows_what_shapes_the_volumes(cohort, tmp_path):

@@ -7,11 +7,12 @@ An adapter maps a public dataset's own layout onto this interface; everything ab
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from lunglib.io.dicom import CTScan
+from lunglib.io.dicom import CTScan, DicomLoadError
 from lunglib.io.qc import QCFinding
 from lunglib.settings import display_path
 
@@ -39,6 +40,25 @@ class CTDataset(abc.ABC):
     @abc.abstractmethod
     def load_scan(self, patient_id: str) -> CTScan:
         """The patient's CT; raises :class:`lunglib.DicomLoadError` naming the file on failure."""
+
+    def scans(
+        self, ids: Iterable[str] | None = None, skipped: dict[str, str] | None = None
+    ) -> Iterator[tuple[str, CTScan]]:
+        """``(patient_id, scan)`` for each readable scan of ``ids`` (default: every patient).
+
+        One scan that cannot be read must not stop a loop over a dataset: a
+        :class:`lunglib.DicomLoadError` (or an error of the dataset's own format) is recorded
+        in ``skipped`` as ``{patient_id: reason}`` -- the reason names the file -- and the loop
+        goes on with the next patient. Scans are loaded one at a time, when the loop asks.
+        """
+        for pid in self.patient_ids() if ids is None else ids:
+            try:
+                scan = self.load_scan(pid)
+            except (DicomLoadError, OSError, ValueError) as err:
+                if skipped is not None:
+                    skipped[pid] = str(err)
+                continue
+            yield pid, scan
 
     def label(self, patient_id: str) -> int | None:
         """Patient-level label (1 = cancer, 0 = no cancer), or ``None`` when unknown."""

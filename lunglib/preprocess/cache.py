@@ -28,8 +28,9 @@ import io
 import json
 import multiprocessing
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -95,6 +96,8 @@ def prepare_one(
     the reason.
     """
     row: dict[str, object] = {"id": patient_id, "status": "skipped", "reason": ""}
+    running = _running_marker(folder, patient_id)
+    running.touch()  # says "this patient was being prepared" if the process dies
     try:
         label = dataset.label(patient_id)
         row["label"] = "" if label is None else int(label)
@@ -126,7 +129,48 @@ def prepare_one(
         row["status"] = "ok"
     except Exception as exc:  # one bad scan must never sink the batch: record why instead
         row["reason"] = f"{type(exc).__name__}: {exc}"
+    running.unlink(missing_ok=True)
     return row
+
+
+def _running_marker(folder: Path, patient_id: str) -> Path:
+    """The empty file that exists while ``patient_id`` is being prepared."""
+    return folder / f".{_safe_name(patient_id)}.running"
+
+
+WORKER_DIED = (
+    "the worker process preparing this patient died (killed by the system -- out of memory?); "
+    "the other patients went on. Run again with fewer workers, or look at this scan alone"
+)
+
+
+def _prepare_in_pool(dataset: CTDataset, ids: Sequence[str], settings: Settings,
+                     options: PrepareOptions, folder: Path, workers: int,
+                     finish: Callable[[dict[str, object]], None]) -> list[str]:
+    """Prepare ``ids`` in a pool of ``workers`` processes; the ids lost with a dead worker.
+
+    When one worker process dies (the kernel's out-of-memory killer, a crash in native code),
+    Python marks the whole pool broken and every unfinished task fails with it; those ids are
+    returned for :func:`cache_dataset` to sort out. Every other outcome is passed to ``finish``.
+    """
+    # spawn: workers start clean, never a fork of a process that may hold TF threads
+    context = multiprocessing.get_context("spawn")
+    lost = []
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pending = {pool.submit(prepare_one, dataset, pid, settings, options, folder): pid
+                   for pid in ids}
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in done:
+                pid = pending.pop(future)
+                try:
+                    finish(future.result())
+                except BrokenProcessPool:
+                    lost.append(pid)
+                except Exception as exc:  # the task could not even be sent or run
+                    finish({"id": pid, "status": "skipped",
+                            "reason": f"worker failed: {type(exc).__name__}: {exc}"})
+    return lost
 
 
 @dataclass
@@ -226,6 +270,34 @@ def _remove_stale_tmp(folder: Path) -> None:
             continue
 
 
+def _prepare_surviving_dead_workers(
+    dataset: CTDataset, ids: Sequence[str], settings: Settings, options: PrepareOptions,
+    folder: Path, workers: int, finish: Callable[[dict[str, object]], None],
+) -> None:
+    """Prepare ``ids`` in worker processes so that a worker that dies costs only its patient.
+
+    A dead worker breaks the pool, and every unfinished patient fails with it. Those that had
+    not started (no running marker) are innocent and go to a fresh pool; those that were being
+    prepared are each tried once more alone, so the one that kills its process is the only
+    one recorded as skipped (:data:`WORKER_DIED`).
+    """
+    remaining = list(ids)
+    while remaining:
+        lost = _prepare_in_pool(dataset, remaining, settings, options, folder, workers, finish)
+        suspects = [pid for pid in lost if _running_marker(folder, pid).exists()]
+        if lost and not suspects:  # the pool died before any patient started: no retrying
+            for pid in lost:
+                finish({"id": pid, "status": "skipped",
+                        "reason": "worker failed: the process pool could not run any task"})
+            return
+        for pid in suspects:
+            _running_marker(folder, pid).unlink(missing_ok=True)
+            if _prepare_in_pool(dataset, [pid], settings, options, folder, 1, finish):
+                _running_marker(folder, pid).unlink(missing_ok=True)
+                finish({"id": pid, "status": "skipped", "reason": WORKER_DIED})
+        remaining = [pid for pid in lost if pid not in suspects]
+
+
 def cache_dataset(
     dataset: CTDataset,
     settings: Settings | None = None,
@@ -255,13 +327,17 @@ def cache_dataset(
     -------
     CacheIndex
         Patients already in the cache are not prepared again; a patient that fails is listed in
-        ``qc.csv`` as skipped with the reason, and the others go on.
+        ``qc.csv`` as skipped with the reason, and the others go on -- also when the failure
+        kills its worker process (out of memory): that patient is skipped (:data:`WORKER_DIED`)
+        and the rest are prepared within the same call.
     """
     settings = settings or Settings()
     options = options or PrepareOptions()
     folder = Path(settings.cache_dir) / cache_key(dataset, settings, options)
     folder.mkdir(parents=True, exist_ok=True)
     _remove_stale_tmp(folder)
+    for marker in folder.glob(".*.running"):  # left by a run that was killed as a whole
+        marker.unlink(missing_ok=True)
     shaping = _shaping(dataset, settings, options)
     write_bytes_atomic(folder / "settings.json", json.dumps(shaping, indent=2).encode())
 
@@ -295,20 +371,8 @@ def cache_dataset(
             for pid in todo:
                 finish(prepare_one(dataset, pid, settings, options, folder))
         else:
-            # spawn: workers start clean, never a fork of a process that may hold TF threads
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                pending = {pool.submit(prepare_one, dataset, pid, settings, options, folder): pid
-                           for pid in todo}
-                while pending:
-                    done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        pid = pending.pop(future)
-                        try:
-                            finish(future.result())
-                        except Exception as exc:  # the worker itself died
-                            finish({"id": pid, "status": "skipped",
-                                    "reason": f"worker failed: {type(exc).__name__}: {exc}"})
+            _prepare_surviving_dead_workers(dataset, todo, settings, options, folder, workers,
+                                            finish)
     finally:
         bar.close()
     _write_qc(qc_path, list(rows.values()))

@@ -170,18 +170,19 @@ def cohort_split(
 
 
 def load_cases(
-    dataset, ids: Iterable[str], context_mm: float | None = 2.5, keep_scans: bool = False
+    dataset, ids: Iterable[str], context_mm: float | None = 2.5, keep_scans: bool = False,
+    skipped: dict[str, str] | None = None,
 ) -> dict[str, Case]:
     """Load each patient with a nodule mask as a :class:`Case`; patients without one are left
     out (nothing to learn from or score against).
 
     The lung mask is the dataset's own where it has one (``dataset.lung_mask``), else
     :func:`lunglib.preprocess.segment_lungs`. ``keep_scans`` keeps the loaded scan too (more
-    memory; for viewers and export).
+    memory; for viewers and export). A scan that cannot be read is left out too, with the
+    reason in ``skipped`` (``{patient_id: reason}``; :meth:`lunglib.datasets.CTDataset.scans`).
     """
     cases = {}
-    for pid in ids:
-        scan = dataset.load_scan(pid)
+    for pid, scan in dataset.scans(ids, skipped=skipped):
         nodules = dataset.nodule_mask(pid, scan)
         if nodules is None:
             continue
