@@ -41,8 +41,9 @@ a single slice                                 ``DicomLoadError`` unless ``allow
 mixed image sizes or orientations              ``DicomLoadError`` naming an odd file
 =============================================  ===================================================
 
-Nothing that identifies the patient is kept: a :class:`CTScan` holds a pseudonymous key (a
-salted hash of the DICOM PatientID) and a de-identified metadata view.
+Nothing that identifies the patient is kept: a :class:`CTScan` holds a pseudonymous key (a keyed
+hash of the DICOM PatientID under this installation's secret, :mod:`lunglib.io.pseudonym`) and a
+de-identified metadata view.
 
 :func:`load_scan` is a short pipeline of named stages, each in the module of its job:
 :mod:`~lunglib.io.series` reads headers and chooses the series, :mod:`~lunglib.io.geometry`
@@ -53,7 +54,6 @@ so ``from lunglib.io.dicom import load_scan, list_series, DicomLoadError`` is al
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -70,6 +70,7 @@ from lunglib.io.geometry import (
     slice_spacing,
 )
 from lunglib.io.pixels import AIR_HU, LOWEST_CT_HU, check_decoders, check_rescale, decode_slices
+from lunglib.io.pseudonym import pseudonymize
 from lunglib.io.qc import QCFinding
 from lunglib.io.series import (
     DicomLoadError,
@@ -106,7 +107,6 @@ _METADATA_TAGS = (
     "Rows",
     "Columns",
 )
-_PSEUDONYM_SALT = os.environ.get("LUNGLIB_PSEUDONYM_SALT", "lunglib")
 
 
 @dataclass
@@ -205,12 +205,6 @@ class CTScan:
         image.SetOrigin(tuple(float(o) for o in self.origin))
         image.SetDirection(tuple(float(d) for d in np.asarray(self.direction).ravel()))
         return image
-
-
-def pseudonymize(patient_id: str) -> str:
-    """Stable pseudonymous key for a patient identifier (salted SHA-256, 10 hex digits)."""
-    digest = hashlib.sha256(f"{_PSEUDONYM_SALT}:{patient_id}".encode()).hexdigest()
-    return f"pt-{digest[:10]}"
 
 
 def _metadata(members: list[Header]) -> dict[str, object]:
