@@ -772,3 +772,19 @@ def test_an_empty_file_in_the_series_is_named(gradient_series):
     finding = next(f for f in scan.qc if f.file == str(paths[2]))
     assert finding.code == "unreadable_file" and "empty (0 bytes)" in finding.message
     assert finding.severity == "warning"
+
+
+def test_free_text_with_a_name_and_a_record_number_is_not_shown(tmp_path: Path):
+    # PS3.15 removes free-text tags; lunglib shows SeriesDescription through an allow-list
+    write_series(tmp_path, gradient_raws(3), [0.0, 2.5, 5.0],
+                 description="ThoraxRoutine MUELLER^ANNA Anna Mueller 0047113 B70f")
+    scan = load_scan(tmp_path)
+    (info,) = list_series(tmp_path)
+    shown = [str(scan.metadata), str(scan.describe()), str(info), repr(info), str([info])]
+    for text in shown:
+        for secret in ("MUELLER", "Mueller", "ANNA", "Anna", "0047113"):
+            assert secret not in text, text
+    assert scan.metadata["SeriesDescription"] == "ThoraxRoutine … B70f"
+    assert info.description == "ThoraxRoutine … B70f"
+    # choosing a series by its description still reads the whole text
+    assert load_scan(tmp_path, series_description="mueller").series_uid == info.series_uid

@@ -61,6 +61,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lunglib.io.deid import safe_description
 from lunglib.io.geometry import (
     check_consistent,
     check_gantry_tilt,
@@ -93,7 +94,8 @@ __all__ = [
     "pseudonymize",
 ]
 
-# Tags that stay in the de-identified view: acquisition facts a student needs, nothing personal.
+# Tags that stay in the de-identified view (an allow-list): acquisition facts a student needs,
+# nothing personal; the one free-text tag, SeriesDescription, is shown through safe_description.
 _METADATA_TAGS = (
     "Modality",
     "Manufacturer",
@@ -215,6 +217,8 @@ def _metadata(members: list[Header]) -> dict[str, object]:
         value = ds.get(tag)
         if value is not None and value != "":
             metadata[tag] = value if isinstance(value, (int, float, str)) else str(value)
+    if "SeriesDescription" in metadata:  # free text: only CT words and codes are shown
+        metadata["SeriesDescription"] = safe_description(metadata["SeriesDescription"])
     metadata["n_files"] = len(members)
     return metadata
 

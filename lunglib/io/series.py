@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -26,6 +26,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
+from lunglib.io.deid import safe_description
 from lunglib.io.qc import QCFinding
 
 _T = TypeVar("_T")
@@ -48,7 +49,8 @@ class DicomLoadError(ValueError):
 
 @dataclass
 class SeriesInfo:
-    """What :func:`list_series` found for one series (no patient identifiers)."""
+    """What :func:`list_series` found for one series (no patient identifiers; the description
+    shown keeps only CT vocabulary and technical codes, :mod:`lunglib.io.deid`)."""
 
     series_uid: str
     description: str
@@ -59,6 +61,9 @@ class SeriesInfo:
     axial: bool
     convolution_kernel: str = ""
     series_number: int | None = None
+    #: The SeriesDescription as written, for choosing a series by it; never printed (the
+    #: ``description`` shown is :func:`lunglib.io.deid.safe_description` of it).
+    raw_description: str = field(default="", repr=False, compare=False)
 
     def __str__(self) -> str:
         kind = "axial" if self.axial else "non-axial"
@@ -270,7 +275,8 @@ def _series_info(uid: str, members: list[Header]) -> SeriesInfo:
     number = ds.get("SeriesNumber")
     return SeriesInfo(
         series_uid=uid,
-        description=str(ds.get("SeriesDescription", "")),
+        description=safe_description(ds.get("SeriesDescription", "")),
+        raw_description=str(ds.get("SeriesDescription", "") or ""),
         modality=str(ds.get("Modality", "")),
         n_images=len(members),
         rows=members[0].size[0],
@@ -321,7 +327,7 @@ def _pick_series(
         return series_uid, infos
     if series_description is not None:
         wanted = series_description.lower()
-        hits = [i.series_uid for i in infos if wanted in i.description.lower()]
+        hits = [i.series_uid for i in infos if wanted in i.raw_description.lower()]
         if len(hits) != 1:
             what = "no series" if not hits else f"{len(hits)} series"
             raise DicomLoadError(
