@@ -102,8 +102,9 @@ def predict_scan(
     model_dir : path-like
         A run folder (or ``output_dir`` of notebooks 04 and 06) with the model bundles.
     output_dir : path-like
-        Receives ``lungs.nii.gz``, ``nodules.nii.gz``, ``nodules_seg.dcm`` (DICOM SEG over the
-        source series), ``candidates.csv``, ``prediction.json`` and ``report.png``.
+        Receives ``lungs.nii.gz``, ``nodules.nii.gz``, ``nodules_seg.dcm`` (a DICOM SEG over the
+        source series, its patient module the pseudonym), ``candidates.csv``,
+        ``prediction.json`` and ``report.png``.
     series_uid : str, optional
         Which series to read when the folder holds several.
     report : bool, default True

@@ -97,6 +97,31 @@ def test_dicom_seg_reads_back_with_frames_references_and_mask(ct_series, tmp_pat
     assert np.array_equal(back, mask)
 
 
+def test_dicom_seg_carries_the_pseudonym_unless_asked_for_the_patient_module(tmp_path):
+    folder = tmp_path / "case-02"
+    write_ct_series(folder)
+    for path in sorted(folder.iterdir()):  # a source series with a real-looking patient module
+        ds = pydicom.dcmread(path)
+        ds.PatientName, ds.PatientID = "MUELLER^ANNA", "0047113"
+        ds.PatientBirthDate, ds.AccessionNumber = "19400101", "ACC998877"
+        ds.InstitutionName = "St. Elsewhere"
+        ds.save_as(path)
+    scan = load_scan(folder)
+    mask = two_nodules(scan.shape)
+    secrets = ("MUELLER", "ANNA", "0047113", "19400101", "ACC998877", "Elsewhere")
+
+    default = save_dicom_seg(mask, scan, tmp_path / "seg.dcm")
+    raw = default.read_bytes()
+    assert not [s for s in secrets if s.encode() in raw]
+    ds = pydicom.dcmread(default)
+    assert ds.PatientID == scan.patient_key == str(ds.PatientName)
+    assert ds.PatientIdentityRemoved == "YES" and ds.PatientBirthDate == ""
+    assert ds.ReferencedSeriesSequence[0].SeriesInstanceUID == scan.series_uid
+
+    identified = save_dicom_seg(mask, scan, tmp_path / "seg_pacs.dcm", identified=True)
+    assert pydicom.dcmread(identified).PatientID == "0047113"  # as the standard has it
+
+
 def test_dicom_seg_from_explicit_source_datasets_and_errors(ct_series, tmp_path):
     folder, uids, scan = ct_series
     datasets = [pydicom.dcmread(p) for p in folder.iterdir()]

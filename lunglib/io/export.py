@@ -109,8 +109,18 @@ def save_dicom_seg(
     algorithm_name: str | None = "lunglib U-Net",
     series_description: str = "lunglib nodule segmentation",
     series_number: int = 900,
+    identified: bool = False,
 ) -> Path:
     """Write ``mask`` as a binary DICOM Segmentation referencing the scan's source series.
+
+    The DICOM standard has a SEG repeat the source's patient and study modules, so that a
+    PACS files it with the images. By default lunglib replaces what identifies the patient:
+    PatientName and PatientID become the scan's pseudonymous key (``scan.patient_key``), the
+    other patient and visit tags (birth date, sex, age, accession number, institution,
+    physicians, study id) are emptied or removed. The study, series and image UIDs stay: the
+    SEG must reference its source images to be drawn over them. ``identified=True`` keeps the
+    patient module as the standard has it, for a SEG that goes back to your own PACS -- that
+    file then carries the patient's name and ID.
 
     Parameters
     ----------
@@ -131,6 +141,8 @@ def save_dicom_seg(
         segments MANUAL (e.g. a ground-truth mask).
     series_description, series_number
         Of the new SEG series.
+    identified : bool, default False
+        Keep the source's patient module (name, ID, birth date ...) instead of the pseudonym.
 
     Returns
     -------
@@ -210,4 +222,32 @@ def save_dicom_seg(
         device_serial_number="none",
         series_description=series_description,
     )
+    if not identified:
+        _deidentify(seg, scan.patient_key)
     return _atomic(Path(path), lambda tmp: seg.save_as(tmp))
+
+
+#: Patient and visit tags of a SEG's copied modules: Type 2 ones must stay, empty; the others go.
+_IDENTIFYING_TYPE2 = ("PatientBirthDate", "PatientSex", "AccessionNumber",
+                      "ReferringPhysicianName", "StudyID")
+_IDENTIFYING_OPTIONAL = ("OtherPatientIDs", "OtherPatientIDsSequence", "OtherPatientNames",
+                         "PatientAge", "PatientWeight", "PatientSize", "PatientAddress",
+                         "PatientBirthName", "PatientMotherBirthName", "PatientComments",
+                         "EthnicGroup", "InstitutionName", "InstitutionAddress",
+                         "InstitutionalDepartmentName", "PerformingPhysicianName",
+                         "NameOfPhysiciansReadingStudy", "OperatorsName", "StudyDescription",
+                         "IssuerOfPatientID", "MilitaryRank", "PatientTelephoneNumbers")
+
+
+def _deidentify(seg, pseudonym: str) -> None:
+    """Replace the copied patient module by the pseudonym (see :func:`save_dicom_seg`)."""
+    seg.PatientName = pseudonym
+    seg.PatientID = pseudonym
+    for keyword in _IDENTIFYING_TYPE2:
+        setattr(seg, keyword, "")
+    for dataset in [seg, *seg.get("ContributingEquipmentSequence", [])]:  # the source's device
+        for keyword in _IDENTIFYING_OPTIONAL:
+            if keyword in dataset:
+                delattr(dataset, keyword)
+    seg.PatientIdentityRemoved = "YES"
+    seg.DeidentificationMethod = "lunglib: patient module replaced by a keyed-hash pseudonym"
