@@ -128,7 +128,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
-    from lunglib.datasets.download import NBIA_API, fetch_series, tcia_series
+    from lunglib.datasets.download import NBIA_API, DownloadError, fetch_series, tcia_series
 
     api = args.api or NBIA_API
     if args.to is None and not args.list:
@@ -140,7 +140,12 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
               "--all-patients to fetch the whole collection (LIDC-IDRI is about 125 GB)",
               file=sys.stderr)
         return 2
-    series = tcia_series(args.collection, args.patient, modality=args.modality or None, api=api)
+    try:
+        series = tcia_series(args.collection, args.patient, modality=args.modality or None,
+                             api=api)
+    except DownloadError as exc:  # unreachable server, HTTP error, not NBIA: one line, no trace
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     if not series:
         print(f"no {args.modality or ''} series of {args.collection} match "
               f"{args.patient or 'the query'}", file=sys.stderr)

@@ -788,3 +788,25 @@ def test_free_text_with_a_name_and_a_record_number_is_not_shown(tmp_path: Path):
     assert info.description == "ThoraxRoutine … B70f"
     # choosing a series by its description still reads the whole text
     assert load_scan(tmp_path, series_description="mueller").series_uid == info.series_uid
+
+
+def test_a_header_claiming_a_huge_image_is_refused_before_allocating(tmp_path: Path):
+    paths = write_series(tmp_path, gradient_raws(3), [0.0, 2.5, 5.0])
+    for path in paths:
+        _edit(path, Rows=65535, Columns=65535)
+    with pytest.raises(DicomLoadError, match="outside 1..4096 pixels") as info:
+        load_scan(tmp_path)
+    assert paths[0].name in str(info.value)
+
+
+def test_a_file_too_big_for_one_image_is_skipped_unread(gradient_series, monkeypatch):
+    import lunglib.io.series as series
+
+    folder, paths, _ = gradient_series
+    monkeypatch.setattr(series, "MAX_IMAGE_FILE_BYTES", 2**20)  # stands for 64 MB
+    with open(paths[3], "ab") as padded:  # a slice zero-padded past the limit
+        padded.write(b"\0" * (2**20 + 1))
+    scan = load_scan(folder)
+    finding = next(f for f in scan.qc if f.file == str(paths[3]))
+    assert finding.code == "unreadable_file" and "skipped without reading it" in finding.message
+    assert scan.shape[0] == len(paths)  # its place is filled between its neighbours

@@ -238,3 +238,39 @@ def test_fetched_lidc_root_ignores_the_partial_folder(nbia, tmp_path):
     leftover.mkdir(parents=True)
     (leftover / "1-001.dcm").write_bytes(b"half")
     assert LIDCDataset(dest).patient_ids() == ["LIDC-IDRI-0001"]
+
+
+def test_hostile_archives_and_listings_are_refused_one_series_at_a_time(nbia, tmp_path):
+    bomb = io.BytesIO()  # 0.1 MB of zip unpacking to 64 MB of zeros
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("img001.dcm", b"\0" * (64 * 2**20))
+    twins = io.BytesIO()  # two members with one name in two folders
+    with zipfile.ZipFile(twins, "w") as zf:
+        zf.writestr("a/img.dcm", b"first")
+        zf.writestr("b/img.dcm", b"second")
+    good_uids, good = series_zip(tmp_path / "src")
+    rows = [nbia.add("CASE-0001", "1.9.1", bomb.getvalue()),
+            nbia.add("../../escape", "1.9.2", b""),
+            nbia.add("CASE-0003", "1.9.3", twins.getvalue()),
+            nbia.add("CASE-0004", good_uids, good)]
+    dest = tmp_path / "dest"
+    report = fetch_series(rows, dest, api=nbia.api, progress=False)
+
+    by_uid = {f.message.split()[1].rstrip(":"): f for f in report.qc}
+    assert set(by_uid) == {"1.9.1", "1.9.2"}
+    assert "unpacks to more than 12 MB" in by_uid["1.9.1"].message  # 200 x the archive
+    assert "zip bomb" in by_uid["1.9.1"].message
+    assert by_uid["1.9.2"].code == "download_refused" and "unsafe" in by_uid["1.9.2"].message
+    assert not (tmp_path / "escape").exists() and not list(dest.rglob("*.unpacking"))
+    twin_folder = series_folder(dest, rows[2])
+    assert sorted(p.read_bytes() for p in twin_folder.iterdir()) == [b"first", b"second"]
+    assert series_folder(dest, rows[3]) in report.written  # the good series still arrives
+    assert sum(p.stat().st_size for p in dest.rglob("*") if p.is_file()) < 10 * 2**20
+
+
+def test_cli_fetch_says_in_one_line_that_the_server_cannot_be_reached(capsys):
+    code = main(["fetch", "--collection", "LIDC-IDRI", "--patient", "LIDC-IDRI-0001",
+                 "--to", "unused", "--api", "http://127.0.0.1:9/nbia-api/services/v1"])
+    err = capsys.readouterr().err
+    assert code == 1 and err.startswith("error: ") and "could not connect" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

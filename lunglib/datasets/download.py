@@ -140,28 +140,64 @@ def series_folder(dest: str | Path, series: dict) -> Path:
     return Path(dest).joinpath(*parts)
 
 
-def _unpack(archive: Path, target: Path) -> int:
-    """Unpack ``archive`` into ``target`` through a folder beside it; the number of files."""
+#: Limits on what one series archive may unpack to: a CT series is rarely above 1 GB, and DICOM
+#: files compress a few times at most; a zip bomb (a small archive of zeros) exceeds both.
+MAX_UNPACKED_BYTES = 8 * 2**30
+MAX_COMPRESSION_RATIO = 200
+
+
+def _unpack(archive: Path, target: Path, max_bytes: int = MAX_UNPACKED_BYTES,
+            max_ratio: float = MAX_COMPRESSION_RATIO) -> int:
+    """Unpack ``archive`` into ``target`` through a folder beside it; the number of files.
+
+    Member paths are never trusted (NBIA zips are flat): each file goes into ``target`` under
+    its base name, and two members with the same base name in different folders both arrive
+    (the second as ``<folder>_<name>``) instead of one overwriting the other. The unpacked
+    size is capped at ``max_bytes`` in all and ``max_ratio`` times the archive, counted while
+    copying, so a zip bomb stops at the limit with a clear error.
+    """
+    limit = min(max_bytes, max(archive.stat().st_size, 1) * max_ratio)
     with zipfile.ZipFile(archive) as zf:
-        damaged = zf.testzip()
-        if damaged is not None:
-            raise zipfile.BadZipFile(f"member {damaged} fails its CRC check")
         members = [m for m in zf.infolist() if not m.is_dir()]
         if not members:
             raise zipfile.BadZipFile("the archive holds no files (TCIA answers an empty zip for "
                                      "a series uid it does not know)")
+        declared = sum(m.file_size for m in members)
+        if declared > limit:
+            raise zipfile.BadZipFile(_too_big(declared, limit, archive))
+        damaged = zf.testzip()
+        if damaged is not None:
+            raise zipfile.BadZipFile(f"member {damaged} fails its CRC check")
         staging = archive.with_suffix(".unpacking")  # in <dest>/.partial, which adapters skip
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
+        written, names = 0, set()
         for member in members:
-            name = Path(member.filename).name  # NBIA zips are flat; never trust member paths
-            if not name or name in {".", ".."}:
+            parts = [p for p in Path(member.filename.replace("\\", "/")).parts
+                     if p not in {"", ".", "..", "/"}]
+            if not parts:
                 continue
+            name = parts[-1]
+            if name in names:  # the same name in another folder of the zip: keep both
+                name = "_".join(parts)
+            if name in names:
+                raise zipfile.BadZipFile(f"two members are both called {member.filename}")
+            names.add(name)
             with zf.open(member) as source, open(staging / name, "wb") as out:
-                shutil.copyfileobj(source, out)
+                while chunk := source.read(2**20):
+                    written += len(chunk)
+                    if written > limit:
+                        raise zipfile.BadZipFile(_too_big(written, limit, archive))
+                    out.write(chunk)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging.replace(target)
-    return len(members)
+    return len(names)
+
+
+def _too_big(size: int, limit: float, archive: Path) -> str:
+    return (f"unpacks to more than {limit / 2**20:.0f} MB ({size / 2**20:.0f} MB from a "
+            f"{archive.stat().st_size / 2**20:.1f} MB archive): not a CT series, or a zip bomb; "
+            "nothing was kept")
 
 
 def fetch_series(
@@ -215,7 +251,12 @@ def _fetch_one(item: dict, dest: Path, partial: Path, api: str, downloader,
     import pooch
 
     uid = item["SeriesInstanceUID"]
-    target = series_folder(dest, item)
+    try:
+        target = series_folder(dest, item)
+    except ValueError as exc:  # a server listing "../../escape": skip that entry, keep going
+        report.qc.append(QCFinding("download_refused", f"series {uid}: {exc}; skipped",
+                                   "error", None))
+        return
     if target.is_dir():
         report.present.append(target)
         return
@@ -228,6 +269,7 @@ def _fetch_one(item: dict, dest: Path, partial: Path, api: str, downloader,
         _unpack(archive, target)
     except zipfile.BadZipFile as exc:
         archive.unlink(missing_ok=True)  # a bad zip is fetched again next time
+        shutil.rmtree(archive.with_suffix(".unpacking"), ignore_errors=True)
         report.qc.append(QCFinding("download_damaged", f"{where}: the downloaded zip is unusable "
                                    f"({exc}); skipped -- run again to retry", "error", url))
         return

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lunglib.io.qc import QCFinding
-from lunglib.io.series import DicomLoadError, Header, decimals, slice_normal
+from lunglib.io.series import MAX_IMAGE_SIDE, DicomLoadError, Header, decimals, slice_normal
 
 # Two slices closer than this along the normal (mm) sit at the same position.
 _SAME_POSITION_MM = 0.01
@@ -55,7 +55,7 @@ class Slices:
 
 
 def check_consistent(uid: str, members: list[Header]) -> None:
-    """Raise unless the series has one image size and one valid orientation.
+    """Raise unless the series has one plausible image size and one valid orientation.
 
     Raises
     ------
@@ -69,6 +69,11 @@ def check_consistent(uid: str, members: list[Header]) -> None:
             f"{first.path}: ImageOrientationPatient missing or invalid; "
             "slice order and spacing cannot be known"
         )
+    rows, columns = first.size
+    if not (0 < rows <= MAX_IMAGE_SIDE and 0 < columns <= MAX_IMAGE_SIDE):
+        raise DicomLoadError(
+            f"{first.path}: image size {rows}x{columns} is outside 1..{MAX_IMAGE_SIDE} pixels a "
+            "side, the CT images lunglib reads (a damaged or hostile Rows/Columns?)")
     sizes = Counter(h.size for h in members)
     if len(sizes) > 1:
         (common, _), *_ = sizes.most_common()

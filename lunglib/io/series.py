@@ -42,6 +42,14 @@ _READ_WORKERS = 1
 # memory.
 _READ_WHOLE_LIMIT = 2 * 1024**3
 
+#: The largest image lunglib reads: CT slices are 512 x 512, rarely 1024 or 2048 pixels a side.
+#: A header claiming more is damaged or hostile (65535 x 65535 would need 8 GiB per slice).
+MAX_IMAGE_SIDE = 4096
+#: The largest file read as one CT image: MAX_IMAGE_SIDE squared at 16 bits is 32 MiB, plus a
+#: header. A bigger file (a slice zero-padded to gigabytes, which pydicom would parse for
+#: minutes as empty data elements) is skipped without being read.
+MAX_IMAGE_FILE_BYTES = 64 * 2**20
+
 
 class DicomLoadError(ValueError):
     """A DICOM folder or file could not be turned into a CT volume; the message says why."""
@@ -168,9 +176,16 @@ def _read_header(path: Path, pixels: str) -> Header | QCFinding:
     chosen series decodes them) or ``"skip"`` (header only).
     """
     try:
-        if path.stat().st_size == 0:
+        size = path.stat().st_size
+        if size == 0:
             return QCFinding("unreadable_file", "the file is empty (0 bytes); skipped", "warning",
                              str(path))
+        if size > MAX_IMAGE_FILE_BYTES:
+            return QCFinding(
+                "unreadable_file", f"the file is {size / 2**20:.0f} MB, more than one CT image "
+                f"can need ({MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels of 16 bits and a header "
+                f"fit in {MAX_IMAGE_FILE_BYTES // 2**20} MB); skipped without reading it",
+                "warning", str(path))
         if pixels == "read":
             ds = pydicom.dcmread(path)
         elif pixels == "defer":
