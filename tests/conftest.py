@@ -13,10 +13,18 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
+#: Set (to 1) where ../shared/data must be present, as in CI: its tests then fail instead of
+#: skipping when it is missing, so a moved or lost data folder cannot pass as a green run.
+REQUIRE_SHARED_ENV = "LUNGLIB_REQUIRE_SHARED_DATA"
+
+
 def _shared(*parts: str) -> Path:
     path = SHARED_DATA.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"../shared/data not present ({path} missing): real-data test skipped")
+        message = f"../shared/data not present ({path} missing): real-data test skipped"
+        if os.environ.get(REQUIRE_SHARED_ENV) == "1":
+            pytest.fail(f"{message} -- but {REQUIRE_SHARED_ENV}=1 requires it")
+        pytest.skip(message)
     return path
 
 

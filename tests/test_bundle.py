@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from lunglib.models.bundle import bundle_paths, load_bundle, save_bundle  # noqa: E402
+from lunglib.models.bundle import bundle_paths, load_bundle, save_bundle
 
 
 def test_bundle_round_trip_keeps_predictions_and_metadata(tmp_path: Path) -> None:

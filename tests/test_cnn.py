@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from lunglib.models.cnn import build_cnn, max_conv_layers  # noqa: E402
+from lunglib.models.cnn import build_cnn, max_conv_layers
 
 
 def _layers(model, kind):

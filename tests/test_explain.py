@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from lunglib.viz.explain import grad_cam, last_conv_layer  # noqa: E402
+from lunglib.viz.explain import grad_cam, last_conv_layer
 
 
 def _blob_images(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

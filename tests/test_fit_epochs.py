@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-keras = pytest.importorskip("keras")
-
 from test_train import RecordWeights  # noqa: E402  -- the weights after every epoch
 
-from lunglib.models.cnn import build_cnn  # noqa: E402
-from lunglib.training import set_seed, train_model  # noqa: E402
+from lunglib.models.cnn import build_cnn
+from lunglib.training import set_seed, train_model
 
 
 def _task(inverted_validation: bool):

@@ -9,8 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
 # the fixture's seed; set LUNGLIB_PREDICT_TEST_SEED to check the test does not hang on one seed
 SEED = int(os.environ.get("LUNGLIB_PREDICT_TEST_SEED", "0"))
 

@@ -3,14 +3,13 @@ a small seeded CNN learns a synthetic nodule task clearly above chance."""
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from lunglib.augment import dihedral_patches  # noqa: E402
-from lunglib.models.cnn import build_cnn  # noqa: E402
-from lunglib.training import (  # noqa: E402
+from lunglib.augment import dihedral_patches
+from lunglib.models.cnn import build_cnn
+from lunglib.training import (
     EpochAugmented,
     class_weights,
     predict_proba,

@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import itertools
 
+import keras_tuner as kt
 import numpy as np
 import pytest
 
-kt = pytest.importorskip("keras_tuner")
-
-from lunglib.training.tune import (  # noqa: E402
+from lunglib.training.tune import (
     SEARCH_SPACE,
     CNNHyperModel,
     LogUniform,

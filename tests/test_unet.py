@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from lunglib.evaluation.segmentation import dice  # noqa: E402
-from lunglib.models.unet import build_unet, dice_bce_loss, dice_coef, iou_coef, resize_unet  # noqa: E402
+from lunglib.evaluation.segmentation import dice
+from lunglib.models.unet import build_unet, dice_bce_loss, dice_coef, iou_coef, resize_unet
 
 
 def test_2d_and_3d_models_have_matching_output_shapes():

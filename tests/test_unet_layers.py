@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-keras = pytest.importorskip("keras")
-
-from lunglib.models.unet import build_unet, resize_unet, unet_layers  # noqa: E402
+from lunglib.models.unet import build_unet, resize_unet, unet_layers
 
 
 def _by_name(rows):
