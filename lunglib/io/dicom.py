@@ -37,6 +37,10 @@ two finite positive numbers
 PixelSpacing missing in some files only        the others' (if they agree), finding naming each
 ImagePositionPatient missing or not finite     slice skipped, ``missing_position`` finding
 an empty (0-byte) file                         skipped, ``unreadable_file`` finding naming it
+a file larger than one CT image can need       skipped unread, ``unreadable_file`` finding
+(``MAX_IMAGE_FILE_BYTES``, 64 MB)
+Rows or Columns beyond ``MAX_IMAGE_SIDE``      ``DicomLoadError`` naming the file
+(4096)
 a single slice                                 ``DicomLoadError`` unless ``allow_single_slice``
 mixed image sizes or orientations              ``DicomLoadError`` naming an odd file
 =============================================  ===================================================
