@@ -99,6 +99,27 @@ def test_hypermodel_maps_choices_into_the_model():
     assert set(hp.values) == {"n_conv_layers", "filters", "kernel_size"}
 
 
+def test_learning_rate_batch_size_and_epochs_reach_the_optimizer_and_fit():
+    # not only recorded: the chosen learning rate is the optimizer's, and fit runs the chosen
+    # number of epochs with the chosen batch size (16 samples / 4 per batch = 4 steps)
+    space = {"n_conv_layers": [1], "filters": [2], "learning_rate": [0.0123],
+             "batch_size": [4], "epochs": [3]}
+    hm = CNNHyperModel((8, 8, 1), space)
+    hp = kt.HyperParameters()
+    model = hm.build(hp)
+    rate = model.optimizer.learning_rate
+    assert float(np.asarray(rate.value if hasattr(rate, "value") else rate)) == \
+        pytest.approx(0.0123)
+    (x, y), _ = _tiny_data()
+    history = hm.fit(hp, model, x, y, verbose=0)
+    assert len(history.epoch) == 3 and history.params["steps"] == 4
+    # and what is not searched comes from fixed, then the defaults
+    fixed = CNNHyperModel((8, 8, 1), {"filters": [2]}, fixed={"epochs": 2})
+    hp2 = kt.HyperParameters()
+    history = fixed.fit(hp2, fixed.build(hp2), x, y, verbose=0)
+    assert len(history.epoch) == 2 and history.params["steps"] == 1  # default batch 16
+
+
 def test_space_is_data_and_validated():
     assert space_size(SEARCH_SPACE) == len(grid(SEARCH_SPACE)) == 64
     assert all(set(c) == set(SEARCH_SPACE) for c in grid(SEARCH_SPACE))
