@@ -147,3 +147,46 @@ def test_segment_scan_gives_a_2_5d_model_the_neighbouring_slices_its_bundle_name
                               whole, context=2, context_step=2)
     np.testing.assert_allclose(spaced, expected, atol=1e-6)
     assert np.abs(spaced - prob).max() > 1e-4
+
+
+@pytest.mark.slow
+def test_a_planted_name_and_id_reach_no_file_and_no_output(run_folder: Path, lidc_case_dir: Path,
+                                                           tmp_path: Path, capfd) -> None:
+    # a patient name, IDs, birth date, accession number, institution and a SeriesDescription
+    # holding the name are planted in every slice; `load` and `predict` must not show or write
+    # any of them anywhere: stdout, stderr, and every byte of every file predict writes
+    import pydicom
+
+    from lunglib.cli import main
+
+    planted = {"PatientName": "MUELLER^ANNA", "PatientID": "0047113",
+               "OtherPatientIDs": "ZZ-8675309", "PatientBirthDate": "19400101",
+               "AccessionNumber": "ACC998877", "InstitutionName": "St Elsewhere Clinic",
+               "SeriesDescription": "ThoraxRoutine MUELLER ANNA 0047113"}
+    secrets = ["MUELLER", "Mueller", "ANNA", "0047113", "8675309", "19400101", "ACC998877",
+               "Elsewhere"]
+    case = tmp_path / "case"
+    case.mkdir()
+    for path in sorted(lidc_case_dir.rglob("*.dcm")):
+        ds = pydicom.dcmread(path)
+        if not -140 <= float(ds.ImagePositionPatient[2]) <= -90:  # the slices of the nodule
+            continue
+        for keyword, value in planted.items():
+            setattr(ds, keyword, value)
+        ds.save_as(case / path.name)
+
+    out = tmp_path / "prediction"
+    assert main(["load", str(case)]) == 0
+    assert main(["predict", str(case), "--model", str(run_folder), "--output", str(out)]) == 0
+    printed = capfd.readouterr()
+    written = sorted(p for p in out.rglob("*") if p.is_file())
+    assert {p.name for p in written} >= {"prediction.json", "candidates.csv", "report.png",
+                                         "lungs.nii.gz", "nodules.nii.gz", "nodules_seg.dcm"}
+    import gzip
+
+    contents = {p.name: gzip.decompress(p.read_bytes()) if p.suffix == ".gz" else p.read_bytes()
+                for p in written}  # NIfTI headers are read uncompressed
+    for secret in secrets:
+        assert secret not in printed.out + printed.err, secret
+        for name, data in contents.items():
+            assert secret.encode() not in data, f"{secret} in {name}"
