@@ -261,3 +261,24 @@ def test_cohort_split_keeps_a_saved_split_of_the_whole_cohort(cohort):
     _, drawn = whole_scan.cohort_split(cohort, 0, seed=0, saved=other)
     assert set(drawn.train + drawn.val + drawn.test) == set(ids)
     assert drawn == whole_scan.cohort_split(cohort, 0, seed=0)[1]
+
+
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_restore_best_keeps_the_epoch_of_lowest_validation_loss(restore_best: bool):
+    # validation masks are the training masks inverted: the more the network learns, the worse
+    # it does on validation, so the best epoch is an early one and the last is not
+    from lunglib.models.unet import build_unet
+    from lunglib.recipes.whole_scan import WholeScanConfig, fit_segmenter
+    from lunglib.training import set_seed
+
+    set_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.random((64, 16, 16, 1)).astype(np.float32)
+    y = (x > 0.6).astype(np.float32)
+    model = build_unet((16, 16, 1), depth=1, filters=4, batch_norm=False, learning_rate=1e-2)
+    config = WholeScanConfig(context=0, batch_size=16, restore_best=restore_best)
+    history = fit_segmenter(model, x, y, config, 6, validation=(x[:32], 1.0 - y[:32]))
+    final = model.evaluate(x[:32], 1.0 - y[:32], verbose=0, return_dict=True)["loss"]
+    best, last = history.val_loss.min(), history.val_loss.iloc[-1]
+    assert history.val_loss.idxmin() < len(history) - 1  # the task makes the last epoch worse
+    assert final == pytest.approx(best if restore_best else last, rel=1e-4)

@@ -72,6 +72,12 @@ class WholeScanConfig:
         patches plus these (round 2).
     n_hard, hard_epochs : int
         False-positive patches per training patient, and the fine-tuning epochs.
+    restore_best : bool
+        At the end of each round, put back the weights of the epoch with the lowest validation
+        loss (Keras' ``EarlyStopping(restore_best_weights=True)`` with a patience as long as the
+        round, so every epoch still runs). Off by default, as the recorded benchmarks ran;
+        notebook 06 turns it on: with a handful of validation patients the last epoch can be a
+        bad one.
     """
 
     patch: int = 32
@@ -91,6 +97,7 @@ class WholeScanConfig:
     hard_round: bool = True
     n_hard: int = 32
     hard_epochs: int = 8
+    restore_best: bool = False
 
 
 @dataclass
@@ -244,6 +251,9 @@ def fit_segmenter(
 ) -> pd.DataFrame:
     """Train ``model`` for ``epochs`` on patches ``(x, y)``; its per-epoch history.
 
+    With ``config.restore_best`` (and ``validation``) the model ends with the weights of the
+    epoch of lowest validation loss, not the last epoch's.
+
     With ``config.augment`` the batches come from :class:`lunglib.training.EpochAugmented` with
     :func:`lunglib.augment.dihedral_patches` (a fresh orientation of every patch each epoch,
     drawn from ``augment_seed``); otherwise Keras shuffles the arrays. ``validation`` patches
@@ -257,7 +267,14 @@ def fit_segmenter(
                                     seed=augment_seed)}
     else:
         data = {"x": x, "y": y, "batch_size": config.batch_size}
-    history = model.fit(**data, validation_data=validation, epochs=epochs, verbose=0)
+    callbacks = []
+    if config.restore_best and validation is not None:
+        import keras
+
+        callbacks.append(keras.callbacks.EarlyStopping(
+            monitor="val_loss", patience=epochs, restore_best_weights=True))
+    history = model.fit(**data, validation_data=validation, epochs=epochs, verbose=0,
+                        callbacks=callbacks)
     return pd.DataFrame(history.history)
 
 
