@@ -105,15 +105,17 @@ def setup_notebook(seed: int = 42, tensorflow: bool = False) -> np.random.Genera
 def course_settings(
     data_dir: str | Path = "",
     labels: str | Path = "",
-    size: int = 64,
-    n_slices: int = 32,
+    size: int | None = None,
+    n_slices: int | None = None,
     visualize: bool = True,
     seed: int = 42,
     cache_dir: str | Path = "",
 ) -> Settings:
     """Validated :class:`Settings` from a notebook's papermill parameters.
 
-    Empty strings mean "the default" so that parameters cells can stay plain literals.
+    Empty strings and None mean "not given": the ``LUNGLIB_*`` environment variable applies,
+    else lunglib's default (``size`` 64, ``n_slices`` 32), so ``LUNGLIB_SIZE=96 lunglib run``
+    reaches every notebook and a bad value is refused naming the variable.
     """
     return Settings.from_env(
         data_dir=data_dir or None,

@@ -177,6 +177,9 @@ def run_course(
             f"parameter(s) {', '.join(sorted(unknown))} are declared by none of the notebooks "
             f"({', '.join(p.name for p in paths)})"
         )
+    from lunglib.settings import Settings
+
+    Settings.from_params(params)  # bad values, and bad LUNGLIB_* variables, before any notebook
     from lunglib.report.runinfo import (
         REFERENCE_TEXT,
         collect_run_info,

@@ -20,7 +20,9 @@ Values come from keyword arguments, from ``LUNGLIB_<NAME>`` environment variable
 ``LUNGLIB_VISUALIZE``, ``LUNGLIB_SEED``, ``LUNGLIB_CACHE_DIR``; :meth:`Settings.from_env`), or
 from a papermill parameters dict (:meth:`Settings.from_params`, which ignores the notebook's
 other parameters). Every value is checked when the settings are made: a bad one raises a
-``ValueError`` that names it and says what is expected.
+``ValueError`` that names it and says what is expected. The course notebooks leave ``size`` and
+``n_slices`` (and ``data_dir``, ``labels``) unset unless given, so the variables reach them; their
+``seed`` and ``visualize`` are notebook parameters.
 """
 
 from __future__ import annotations

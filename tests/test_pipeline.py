@@ -148,6 +148,27 @@ def test_unknown_parameter_is_rejected_before_running(tmp_path: Path) -> None:
     assert not (tmp_path / "run" / "01_only.ipynb").exists()
 
 
+def test_a_bad_environment_setting_is_refused_before_running(tmp_path: Path,
+                                                             monkeypatch) -> None:
+    nb = _notebook(tmp_path / "01_only.ipynb", ["x = 1"], "size = None")
+    monkeypatch.setenv("LUNGLIB_SIZE", "-1")
+    with pytest.raises(ValueError, match="LUNGLIB_SIZE"):
+        run_course(tmp_path / "run", {}, notebooks=[nb], log=lambda _: None)
+    assert not (tmp_path / "run" / "01_only.ipynb").exists()
+
+
+def test_environment_settings_reach_the_notebooks_unless_a_parameter_is_given(
+        monkeypatch) -> None:
+    from lunglib.course import course_settings
+
+    monkeypatch.setenv("LUNGLIB_SIZE", "48")
+    monkeypatch.setenv("LUNGLIB_N_SLICES", "24")
+    assert (course_settings().size, course_settings().n_slices) == (48, 24)
+    assert course_settings(size=32).size == 32  # a papermill parameter wins
+    monkeypatch.delenv("LUNGLIB_SIZE")
+    assert course_settings().size == 64
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [("size=96", ("size", 96)), ("dataset=lidc", ("dataset", "lidc")),
