@@ -59,6 +59,22 @@ def test_hd95_takes_each_direction_apart_not_pooled() -> None:
     assert pooled == pytest.approx(2.75)
 
 
+def test_one_far_voxel_moves_the_maximum_but_not_hd95() -> None:
+    # the 10 x 10 square plus one stray pixel 15 columns to its right: a -> b has 36 zeros and one
+    # 15; the 95th percentile (rank 0.95 * 36 = 34.2, both neighbours 0) is 0 -- unlike the
+    # maximum (Hausdorff, 15) and the mean surface distance (15 / 37) -- and b -> a is all 0
+    b = np.zeros((12, 30), bool)
+    b[0:10, 0:10] = True
+    a = b.copy()
+    a[5, 24] = True
+    a_to_b, b_to_a = surface_distances(a, b)
+    assert a_to_b.max() == 15.0 and a_to_b.mean() == pytest.approx(15 / 37)
+    assert hausdorff95(a, b) == 0.0
+    # three far pixels of 39 (8 %): the 95th percentile (rank 36.1) reaches them: 15
+    a[4:7, 24] = True
+    assert hausdorff95(a, b) == 15.0
+
+
 def test_hd95_at_anisotropic_spacing() -> None:
     a, b = square_with_stray_line()
     # rows 2 mm, columns 0.5 mm: the line is 11 columns = 5.5 mm from the square; any other
