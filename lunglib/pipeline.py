@@ -177,9 +177,13 @@ def run_course(
             f"parameter(s) {', '.join(sorted(unknown))} are declared by none of the notebooks "
             f"({', '.join(p.name for p in paths)})"
         )
+    from lunglib.datasets import PATCH_SET
     from lunglib.settings import Settings
 
-    Settings.from_params(params)  # bad values, and bad LUNGLIB_* variables, before any notebook
+    # bad values, and bad LUNGLIB_* variables, are refused before any notebook runs; a patch set
+    # is one .npz file, which the notebooks keep out of Settings (it describes scan folders)
+    Settings.from_params({k: v for k, v in params.items()
+                          if not (k == "data_dir" and params.get("dataset") == PATCH_SET)})
     from lunglib.report.runinfo import (
         REFERENCE_TEXT,
         collect_run_info,

@@ -157,6 +157,19 @@ def test_a_bad_environment_setting_is_refused_before_running(tmp_path: Path,
     assert not (tmp_path / "run" / "01_only.ipynb").exists()
 
 
+def test_a_patch_set_file_passes_the_up_front_check(tmp_path: Path) -> None:
+    # dataset=patches takes the .npz file as data_dir, which is not a folder of scans
+    nb = _notebook(tmp_path / "01_only.ipynb", ["x = 1"], 'dataset = ""\ndata_dir = ""')
+    patches = tmp_path / "dev.npz"
+    patches.write_bytes(b"")
+    run_course(tmp_path / "run", {"dataset": "patches", "data_dir": str(patches)},
+               notebooks=[nb], log=lambda _: None, report=False)
+    assert (tmp_path / "run" / "01_only.ipynb").is_file()
+    with pytest.raises(ValueError, match="data_dir"):
+        run_course(tmp_path / "run2", {"dataset": "lidc", "data_dir": str(patches)},
+                   notebooks=[nb], log=lambda _: None, report=False)
+
+
 def test_environment_settings_reach_the_notebooks_unless_a_parameter_is_given(
         monkeypatch) -> None:
     from lunglib.course import course_settings
