@@ -188,8 +188,11 @@ def load_cases(
     memory; for viewers and export). A scan that cannot be read is left out too, with the
     reason in ``skipped`` (``{patient_id: reason}``; :meth:`lunglib.datasets.CTDataset.scans`).
     """
+    from lunglib.datasets.base import CTDataset
+
     cases = {}
-    for pid, scan in dataset.scans(ids, skipped=skipped):
+    # CTDataset.scans over any object with load_scan (duck-typed datasets work too)
+    for pid, scan in CTDataset.scans(dataset, ids, skipped=skipped):
         nodules = dataset.nodule_mask(pid, scan)
         if nodules is None:
             continue
