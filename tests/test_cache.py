@@ -166,6 +166,62 @@ def test_corrected_labels_take_effect_without_preparing_again(cohort, tmp_path):
         [1 - v for v in before.values()]
 
 
+def test_an_annotation_file_edited_in_place_prepares_that_patient_again(cohort, tmp_path):
+    # the nodule masks are drawn from per-patient annotation files: a corrected file must not
+    # leave the old mask in the cache, and the other patients are not prepared again
+    import shutil
+
+    from lunglib.synthetic import ground_truth_paths
+
+    copy = tmp_path / "cohort"
+    shutil.copytree(cohort, copy)
+    settings = Settings(cache_dir=tmp_path / "cache", **SMALL)
+    first = cache_dataset(SyntheticDataset(copy), settings, workers=1, progress=False)
+    edited = next(pid for pid in first.ids if first.load(pid)["nodule_mask"].any())
+    stamps = {p.name: p.stat().st_mtime_ns for p in first.folder.glob("*.npz")}
+
+    truth_file = ground_truth_paths(copy, edited)[0]
+    with np.load(truth_file) as data:
+        truth = {k: data[k] for k in data.files}
+    truth["nodule_labels"] = np.zeros_like(truth["nodule_labels"])  # "no nodule after all"
+    np.savez_compressed(truth_file, **truth)
+    second = cache_dataset(SyntheticDataset(copy), settings, workers=1, progress=False)
+
+    assert second.folder == first.folder
+    assert not second.load(edited)["nodule_mask"].any()
+    again = {p.name: p.stat().st_mtime_ns for p in second.folder.glob("*.npz")}
+    assert {name for name in stamps if again[name] != stamps[name]} == {f"{edited}.npz"}
+    assert "annotations" not in second.load(edited)  # the digest is bookkeeping, not an array
+
+
+def test_lidc_annotation_fingerprint_follows_the_readers_xml(tmp_path):
+    from lunglib.datasets.lidc import LIDCDataset
+
+    series = tmp_path / "lidc" / "LIDC-IDRI-0009" / "study" / "series"
+    series.mkdir(parents=True)
+    (series / "069.xml").write_text("<LidcReadMessage>reader one</LidcReadMessage>")
+    dataset = LIDCDataset(tmp_path / "lidc")
+    before = dataset.annotation_fingerprint("LIDC-IDRI-0009")
+    assert len(before) == 16
+    (series / "069.xml").write_text("<LidcReadMessage>reader one, corrected</LidcReadMessage>")
+    assert dataset.annotation_fingerprint("LIDC-IDRI-0009") != before
+
+
+def test_lung_pet_ct_dx_annotation_fingerprint_follows_the_box_files(tmp_path):
+    # the boxes choose which series is loaded, so an edited box file must prepare again
+    from lunglib.datasets.lung_pet_ct_dx import LungPETCTDxDataset
+
+    (tmp_path / "Lung-PET-CT-Dx" / "Lung_Dx-A0001").mkdir(parents=True)
+    boxes = tmp_path / "Annotation" / "A0001"
+    boxes.mkdir(parents=True)
+    (boxes / "1.2.3.xml").write_text("<annotation><object/></annotation>")
+    dataset = LungPETCTDxDataset(tmp_path)
+    before = dataset.annotation_fingerprint("Lung_Dx-A0001")
+    assert len(before) == 16 and dataset.annotation_fingerprint("Lung_Dx-A0002") == ""
+    (boxes / "1.2.3.xml").write_text("<annotation><object/><object/></annotation>")
+    assert dataset.annotation_fingerprint("Lung_Dx-A0001") != before
+
+
 def test_lidc_reader_consensus_is_in_the_cache_key(tmp_path):
     # the nodule masks of LIDC-IDRI depend on how many readers must agree: another consensus
     # must never read masks prepared under the old one

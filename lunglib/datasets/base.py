@@ -7,6 +7,7 @@ An adapter maps a public dataset's own layout onto this interface; everything ab
 from __future__ import annotations
 
 import abc
+import hashlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -15,6 +16,18 @@ import numpy as np
 from lunglib.io.dicom import CTScan, DicomLoadError
 from lunglib.io.qc import QCFinding
 from lunglib.settings import display_path
+
+
+def files_digest(files: Iterable[Path], relative_to: Path) -> str:
+    """SHA-256 (16 hex digits) of files' names (relative to ``relative_to``) and bytes, in the
+    order given; "" when there are none. The annotation fingerprint of the adapters."""
+    digest = hashlib.sha256()
+    found = False
+    for path in files:
+        digest.update(Path(path).relative_to(relative_to).as_posix().encode() + b"\0")
+        digest.update(Path(path).read_bytes())
+        found = True
+    return digest.hexdigest()[:16] if found else ""
 
 
 class CTDataset(abc.ABC):
@@ -95,6 +108,17 @@ class CTDataset(abc.ABC):
         on every run.
         """
         return {}
+
+    def annotation_fingerprint(self, patient_id: str) -> str:
+        """A digest of the files this patient's nodule mask is drawn from ("" when none).
+
+        The cache stores it beside the prepared volume and prepares the patient again when it
+        changes, so annotation files edited in place (a corrected outline) never leave stale
+        masks behind. Datasets whose annotations live in one table for all patients put its
+        digest in :meth:`mask_options` instead. Hashing a few small files is cheap; the default
+        says "no per-patient annotation files".
+        """
+        return ""
 
     def qc(self) -> list[QCFinding]:
         """Findings about the dataset as a whole (ids without scans, missing annotations...)."""

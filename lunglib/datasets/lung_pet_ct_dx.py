@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 
-from lunglib.datasets.base import CTDataset
+from lunglib.datasets.base import CTDataset, files_digest
 from lunglib.io.dicom import CTScan, load_scan
 from lunglib.io.qc import QCFinding
 
@@ -157,6 +157,14 @@ class LungPETCTDxDataset(CTDataset):
                                   **box, "file": str(xml)})
         self._boxes[patient_id] = boxes
         return boxes
+
+    def annotation_fingerprint(self, patient_id: str) -> str:
+        """SHA-256 (16 hex digits) of the patient's box files: the boxes choose which series is
+        loaded, so an edited box file prepares the patient again."""
+        if self.annotations_root is None:
+            return ""
+        folder = self.annotations_root / patient_id.removeprefix(PATIENT_PREFIX)
+        return files_digest(sorted(folder.glob("*.xml")), self.annotations_root)
 
     def annotated_series(self, patient_id: str) -> str | None:
         """The CT series holding most of the patient's boxes (None without boxes)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lunglib.datasets.base import files_digest
 from lunglib.datasets.dsb2017 import DSB2017Dataset
 from lunglib.io.dicom import CTScan
 from lunglib.synthetic import ground_truth_array, ground_truth_paths
@@ -32,6 +33,11 @@ class SyntheticDataset(DSB2017Dataset):
         """The true lung mask (uint8), or None when the cohort has no ground truth for it."""
         return ground_truth_array(self.root, patient_id, "lung_mask",
                                   None if scan is None else scan.shape)
+
+    def annotation_fingerprint(self, patient_id: str) -> str:
+        """SHA-256 (16 hex digits) of the patient's ground-truth files ("" when there are none)."""
+        return files_digest([p for p in ground_truth_paths(self.root, patient_id) if p.is_file()],
+                            self.root)
 
     def ground_truth_path(self, patient_id: str) -> Path:
         """The patient's ``.npz`` of true masks."""

@@ -13,7 +13,10 @@ preprocessing options and version, the dataset's type, folder and mask options -
 settings never share a folder and changing ``size`` never reads stale volumes. Labels do not
 change the arrays, so they are not in the key: they are read from the dataset again on every
 :func:`cache_dataset` call, and :meth:`CacheIndex.load` and :meth:`CacheIndex.labels` give those,
-so a corrected labels file takes effect on the next run without preparing anything again.
+so a corrected labels file takes effect on the next run without preparing anything again. Each
+volume also stores a digest of its patient's annotation files
+(:meth:`~lunglib.datasets.base.CTDataset.annotation_fingerprint`); a patient whose files changed
+is prepared again.
 
 Every file is written to ``<name>.<pid>.tmp`` in the same folder and then renamed with
 :func:`os.replace` (atomic on POSIX and Windows): a run killed midway leaves whole files and at
@@ -107,6 +110,7 @@ def prepare_one(
             spacing_z=round(scan.spacing[0], 4), spacing_y=round(scan.spacing[1], 4),
             spacing_x=round(scan.spacing[2], 4),
         )
+        annotations = dataset.annotation_fingerprint(patient_id)  # before the mask is read
         nodules = dataset.nodule_mask(patient_id, scan)
         prepared = prepare(scan, settings, nodules, options)
         findings = list(scan.qc) + prepared.qc
@@ -122,6 +126,7 @@ def prepare_one(
             "spacing": np.asarray(prepared.spacing),
             "bbox_mm": np.asarray(prepared.bbox_mm),
             "qc_row": np.asarray(json.dumps({**row, "status": "ok"})),
+            "annotations": np.asarray(annotations),
         }
         if prepared.nodule_mask is not None:
             arrays["nodule_mask"] = prepared.nodule_mask
@@ -216,7 +221,7 @@ class CacheIndex:
             reason = self.skipped.get(patient_id, "not in this cache")
             raise KeyError(f"{patient_id}: no prepared volume in {self.folder} ({reason})")
         with np.load(path) as data:
-            arrays = {k: data[k] for k in data.files if k != "qc_row"}
+            arrays = {k: data[k] for k in data.files if k not in {"qc_row", "annotations"}}
         row = next((r for r in self.qc_rows if r["id"] == patient_id), None)
         if row is not None:  # the label read at the last cache_dataset call, not the stored one
             arrays["label"] = np.int64(-1 if row.get("label", "") in ("", None) else row["label"])
@@ -249,10 +254,18 @@ class CacheIndex:
         return f"CacheIndex({folder!r}, ok={len(self)}, skipped={len(self.skipped)})"
 
 
-def _existing_row(path: Path) -> dict[str, object] | None:
-    """The QC row stored in a finished npz, or None when the file is unreadable."""
+def _existing_row(path: Path, annotations: str) -> dict[str, object] | None:
+    """The QC row stored in a finished npz, or None to prepare the patient again.
+
+    Again when the file is unreadable, or when it was prepared from other annotation files than
+    today's (``annotations``, :meth:`CTDataset.annotation_fingerprint`): an outline corrected in
+    place must not leave the old nodule mask in the cache.
+    """
     try:
         with np.load(path) as data:
+            stored = str(data["annotations"]) if "annotations" in data.files else ""
+            if stored != annotations:
+                return None
             return json.loads(str(data["qc_row"]))
     except Exception:  # a foreign or damaged file: prepare this patient again
         return None
@@ -349,7 +362,8 @@ def cache_dataset(
     todo = []
     for pid in wanted:
         path = folder / f"{_safe_name(pid)}.npz"
-        row = _existing_row(path) if path.is_file() else None
+        row = (_existing_row(path, dataset.annotation_fingerprint(pid)) if path.is_file()
+               else None)
         if row is not None:
             label = dataset.label(pid)  # labels are read again: a corrected file takes effect
             rows[pid] = {**row, "label": "" if label is None else int(label)}
