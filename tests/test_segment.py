@@ -553,3 +553,17 @@ def test_dihedral_patches_move_each_mask_with_its_image_through_all_eight_orient
         dihedral_patches(np.zeros((2, 4, 6)), np.zeros((2, 4, 6)))
     with pytest.raises(ValueError, match="one"):
         dihedral_patches(np.zeros((2, 4, 4)), np.zeros((3, 4, 4)))
+
+
+def test_component_peaks_are_ndimage_maxima_per_label():
+    from scipy import ndimage
+
+    from lunglib.inference.candidates import component_peaks, label_candidates
+
+    rng = np.random.default_rng(3)
+    prob = ndimage.gaussian_filter(rng.random((20, 30, 30)), 1.5)
+    labels, n = label_candidates(prob, float(np.quantile(prob, 0.9)))
+    assert n > 3
+    peaks = component_peaks(prob, labels, n)
+    np.testing.assert_array_equal(peaks[1:], ndimage.maximum(prob, labels, np.arange(1, n + 1)))
+    assert peaks[0] == 0.0 and component_peaks(prob, np.zeros_like(labels), 0).tolist() == [0.0]

@@ -512,7 +512,7 @@ def choose_postprocessing(
         ``dice`` descending; ties go to the lower threshold, the smaller minimum volume and the
         lower minimum peak.
     """
-    from lunglib.inference import kept_components, label_candidates
+    from lunglib.inference.candidates import component_peaks, kept_components, label_candidates
 
     if not len(probs) == len(truths) == len(spacings) or len(probs) == 0:
         raise ValueError(
@@ -533,7 +533,7 @@ def choose_postprocessing(
             labels, n = label_candidates(prob, threshold)
             counts = np.bincount(labels.ravel(), minlength=n + 1)
             shared = np.bincount(labels[truth], minlength=n + 1)
-            peaks = np.asarray(ndimage.maximum(prob, labels, index=np.arange(n + 1)))
+            peaks = component_peaks(prob, labels, n)
             for volume in min_volumes_mm3:
                 for peak in min_peaks:
                     if 0 < peak <= threshold:

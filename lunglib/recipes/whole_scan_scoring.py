@@ -37,6 +37,7 @@ from lunglib.evaluation import (
 )
 from lunglib.evaluation.selection import VariantChoice
 from lunglib.inference import candidate_mask
+from lunglib.inference.candidates import component_peaks
 
 if TYPE_CHECKING:
     from lunglib.recipes.whole_scan import Case
@@ -118,8 +119,8 @@ def nodule_peaks(prob: np.ndarray, labels: np.ndarray) -> dict[int, float]:
     n = int(labels.max())
     if not n:
         return {}
-    peaks = ndimage.maximum(prob, labels, np.arange(1, n + 1))
-    return dict(zip(range(1, n + 1), peaks, strict=True))
+    peaks = component_peaks(prob, labels, n)[1:]
+    return dict(zip(range(1, n + 1), peaks.tolist(), strict=True))
 
 
 def score_test(
