@@ -103,7 +103,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return _run(args, project_root() / "outputs" / "demo")
 
 
+def _quiet_tensorflow(verbose: bool) -> None:
+    """Import TensorFlow without its native start-up lines (CUDA probe, CPU features) on the
+    terminal, unless ``verbose``: a command's output is its answer."""
+    if verbose:
+        return
+    import logging
+
+    from lunglib.course import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    logging.getLogger("absl").setLevel(logging.ERROR)
+
+
 def _cmd_predict(args: argparse.Namespace) -> int:
+    _quiet_tensorflow(args.verbose)
     from lunglib.io.dicom import DicomLoadError
     from lunglib.predict import predict_scan
 
@@ -113,6 +127,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     except (DicomLoadError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
     p = result.cancer_probability
     print(f"patient {result.patient_key}: cancer probability "
           + ("n/a" if p is None else f"{p:.3f}"))
@@ -216,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, default=None,
                          help="default: <model>/predictions/<scan folder name>")
     predict.add_argument("--series-uid", default=None)
+    predict.add_argument("--verbose", action="store_true",
+                         help="let TensorFlow print its native log lines (CUDA, CPU features)")
     predict.set_defaults(func=_cmd_predict)
 
     for name, func, text in (

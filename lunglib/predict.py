@@ -41,6 +41,7 @@ class Prediction:
     candidates: pd.DataFrame
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, object]:
         return {
@@ -50,7 +51,35 @@ class Prediction:
             "n_candidates": int(len(self.candidates)),
             "files": {k: str(v) for k, v in self.files.items()},
             "notes": self.notes,
+            "warnings": self.warnings,
         }
+
+
+def domain_warnings(scan: CTScan, trained_on: dict[str, object]) -> list[str]:
+    """Why a model's answer on ``scan`` should not be trusted, judged by its training data.
+
+    ``trained_on`` maps a bundle name to the ``dataset`` its bundle records (None when the bundle
+    predates that entry). A model trained on lunglib's synthetic phantoms has never seen real
+    anatomy, scanners or noise: on a real scan it answers confidently and meaninglessly (vessels at
+    the hilum as nodules of probability 1.0). The reverse, a real-data model on a phantom, is
+    flagged as well.
+    """
+    from lunglib.synthetic import is_synthetic_scan
+
+    synthetic_scan = is_synthetic_scan(scan.metadata)
+    warnings = []
+    for name, dataset in trained_on.items():
+        if dataset is None:
+            warnings.append(f"the {name} bundle does not record what data it was trained on; "
+                            "its outputs may not apply to this scan")
+        elif dataset == "synthetic" and not synthetic_scan:
+            warnings.append(f"the {name} was trained on lunglib's synthetic phantom cohort, and "
+                            "this is a real scan: its outputs are not meaningful on real CT "
+                            "(use a model trained on real scans)")
+        elif dataset != "synthetic" and synthetic_scan:
+            warnings.append(f"the {name} was trained on real CT ({dataset}), and this is one of "
+                            "lunglib's synthetic phantoms: its outputs say little about either")
+    return warnings
 
 
 def _has_bundle(folder: Path, name: str) -> bool:
@@ -116,9 +145,11 @@ def predict_scan(
     out.mkdir(parents=True, exist_ok=True)
     scan = load_scan(scan_path, series_uid=series_uid)
     notes: list[str] = []
+    trained_on: dict[str, object] = {}
     probability = threshold = None
     if _has_bundle(model_dir, "classifier"):
         model, info = load_bundle(model_dir, "classifier")
+        trained_on["classifier"] = info.get("dataset")
         if len(model.input_shape) == 5:
             probability = classify_scan(scan, model, info)
             threshold = info.get("threshold")
@@ -133,6 +164,7 @@ def predict_scan(
     candidates = pd.DataFrame()
     if _has_bundle(model_dir, "segmenter") and lung.any():
         model, info = load_bundle(model_dir, "segmenter")
+        trained_on["segmenter"] = info.get("dataset")
         probability_map = segment_scan(scan, model, info, lung)
         seg_threshold = float(info.get("threshold", 0.5))
         min_volume = float(info.get("min_volume_mm3", 0.0))
@@ -153,7 +185,8 @@ def predict_scan(
     candidates_path = out / "candidates.csv"
     candidates.to_csv(candidates_path, index=False)
     files["candidates"] = candidates_path
-    result = Prediction(scan.patient_key, probability, threshold, candidates, files, notes)
+    result = Prediction(scan.patient_key, probability, threshold, candidates, files, notes,
+                        domain_warnings(scan, trained_on))
     if report:
         from lunglib.viz.viewer import prediction_report
 

@@ -190,3 +190,53 @@ def test_a_planted_name_and_id_reach_no_file_and_no_output(run_folder: Path, lid
         assert secret not in printed.out + printed.err, secret
         for name, data in contents.items():
             assert secret.encode() not in data, f"{secret} in {name}"
+
+
+@pytest.mark.parametrize(("manufacturer", "trained_on", "expected"), [
+    ("SIEMENS", {"classifier": "synthetic", "segmenter": "lidc"}, ["classifier: phantoms"]),
+    ("lunglib synthetic phantom", {"classifier": "synthetic", "segmenter": "synthetic"}, []),
+    ("lunglib synthetic phantom", {"segmenter": "lidc"}, ["segmenter: real CT"]),
+    ("GE MEDICAL SYSTEMS", {"classifier": None}, ["classifier: unrecorded"]),
+])
+def test_domain_warnings_follow_what_each_model_was_trained_on(manufacturer, trained_on,
+                                                               expected) -> None:
+    from types import SimpleNamespace
+
+    from lunglib.predict import domain_warnings
+
+    scan = SimpleNamespace(metadata={"Manufacturer": manufacturer})
+    warnings = domain_warnings(scan, trained_on)
+    kinds = {"phantoms": "synthetic phantom cohort, and this is a real scan",
+             "real CT": "trained on real CT (lidc)", "unrecorded": "does not record"}
+    assert len(warnings) == len(expected)
+    for warning, want in zip(warnings, expected, strict=True):
+        name, kind = want.split(": ")
+        assert warning.startswith(f"the {name}") and kinds[kind] in warning
+
+
+@pytest.mark.slow
+def test_predict_on_a_real_scan_with_a_synthetic_model_warns_and_prints_no_tensorflow_noise(
+        lidc_case_dir: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from lunglib.models.bundle import save_bundle
+    from lunglib.models.cnn import build_cnn
+
+    classifier = build_cnn((8, 16, 16, 1), n_conv_layers=2, filters=4, dense_units=8)
+    save_bundle(classifier, tmp_path / "run", "classifier", dataset="synthetic", size=16,
+                n_slices=8, threshold=0.5)
+    done = subprocess.run([sys.executable, "-m", "lunglib", "predict", str(lidc_case_dir),
+                           "--model", str(tmp_path / "run"), "--output", str(tmp_path / "out")],
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "cancer probability" in done.stdout
+    # the terminal shows the answer and the warning, and nothing of TensorFlow's start-up
+    # (CUDA probe, CPU features, absl), which a plain `import tensorflow` prints here
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert lines == [
+        "warning: the classifier was trained on lunglib's synthetic phantom cohort, and this is "
+        "a real scan: its outputs are not meaningful on real CT (use a model trained on real "
+        "scans)"], done.stderr
+    summary = json.loads((tmp_path / "out" / "prediction.json").read_text())
+    assert summary["warnings"] == [lines[0].removeprefix("warning: ")]

@@ -45,7 +45,13 @@ from lunglib.synthetic.truth import (
     ground_truth_paths,
     load_ground_truth,
 )
-from lunglib.synthetic.writer import fake_patient_id, fake_patient_name, write_dicom_series
+from lunglib.synthetic.writer import (
+    MANUFACTURER,
+    fake_patient_id,
+    fake_patient_name,
+    is_synthetic_scan,
+    write_dicom_series,
+)
 
 __all__ = [
     "DEFAULT_MATRIX",
@@ -78,4 +84,6 @@ __all__ = [
     "sample_geometry",
     "write_cohort",
     "write_dicom_series",
+    "MANUFACTURER",
+    "is_synthetic_scan",
 ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,13 @@ from lunglib.synthetic.phantom import PatientSpec, Phantom
 from lunglib.synthetic.scanner import RESCALE_INTERCEPT
 
 PATIENT_NAME_PREFIX = "SYNTHETIC^DO-NOT-USE"
+MANUFACTURER = "lunglib synthetic phantom"
+"""The Manufacturer tag of every series this writer makes: how a scan is told to be synthetic."""
+
+
+def is_synthetic_scan(metadata: Mapping[str, object]) -> bool:
+    """Whether a loaded scan's metadata (``CTScan.metadata``) says this writer made it."""
+    return metadata.get("Manufacturer") == MANUFACTURER
 
 
 def _uid(spec: PatientSpec, *parts: object) -> str:
@@ -65,7 +73,7 @@ def write_dicom_series(phantom: Phantom, folder: str | os.PathLike) -> list[Path
     ds.StudyTime = ds.SeriesTime = "093000"
     ds.AccessionNumber = ""
     ds.Modality = "CT"
-    ds.Manufacturer = "lunglib synthetic phantom"
+    ds.Manufacturer = MANUFACTURER
     ds.ManufacturerModelName = "SYNTH-CT"
     ds.InstitutionName = "NOT A REAL HOSPITAL"
     ds.ReferringPhysicianName = ""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -469,7 +470,7 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     candidates : DataFrame
         From :func:`lunglib.inference.find_candidates`; the most probable ones are circled.
     summary : mapping
-        ``cancer_probability``, ``threshold`` and ``notes`` as in
+        ``cancer_probability``, ``threshold``, ``notes`` and ``warnings`` as in
         :meth:`lunglib.predict.Prediction.summary`.
     path : path-like
         Where the PNG goes (written atomically).
@@ -493,7 +494,9 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     text.axis("off")
     p = summary.get("cancer_probability")
     threshold = summary.get("threshold")
-    lines = [f"patient {scan.patient_key}",
+    lines = [textwrap.fill(f"WARNING: {w}", 44, subsequent_indent="  ")
+             for w in summary.get("warnings", [])]
+    lines += [f"patient {scan.patient_key}",
              "cancer probability: " + ("n/a" if p is None else f"{p:.2f}")]
     if p is not None and threshold is not None:
         verdict = "above" if p >= threshold else "below"
