@@ -3,6 +3,8 @@
 :mod:`~lunglib.evaluation.splits` keeps every patient on one side of a split;
 :mod:`~lunglib.evaluation.classification` scores probabilities (thresholds, bootstrap CIs);
 :mod:`~lunglib.evaluation.segmentation` scores masks (Dice, IoU, HD95, surface Dice, per nodule);
+:mod:`~lunglib.evaluation.detection` scores detected candidates against nodule centres (LUNA16's
+FROC and CPM);
 :mod:`~lunglib.evaluation.cases` picks the cases a report shows and names them pseudonymously.
 """
 
@@ -27,6 +29,7 @@ from lunglib.evaluation.classification import (
     evaluate_binary,
     paired_bootstrap_ci,
 )
+from lunglib.evaluation.detection import FROC, LUNA16_FP_RATES, froc, match_candidates
 from lunglib.evaluation.segmentation import (
     BINARIZATION_THRESHOLDS,
     DEFAULT_NSD_TOLERANCE_MM,
@@ -56,6 +59,10 @@ from lunglib.evaluation.splits import (
 )
 
 __all__ = [
+    "FROC",
+    "LUNA16_FP_RATES",
+    "froc",
+    "match_candidates",
     "BINARIZATION_THRESHOLDS",
     "DEFAULT_NSD_TOLERANCE_MM",
     "THRESHOLD_RULES",
