@@ -39,14 +39,16 @@ def _cmd_synth(args: argparse.Namespace) -> int:
 
 def _cmd_load(args: argparse.Namespace) -> int:
     from lunglib.io.dicom import DicomLoadError, list_series, load_scan
+    from lunglib.io.image import image_suffix
 
     try:
-        series = list_series(args.path)
+        series = [] if image_suffix(args.path) else list_series(args.path)
         scan = load_scan(args.path, series_uid=args.series_uid)
     except DicomLoadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"{len(series)} series found:")
+    if series:
+        print(f"{len(series)} series found:")
     for info in series:
         marker = "*" if info.series_uid == scan.series_uid else " "
         print(f" {marker} {info}")
@@ -199,7 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
     synth.set_defaults(func=_cmd_synth)
 
     load = sub.add_parser("load", help="load one scan and print its de-identified QC summary")
-    load.add_argument("path", type=Path, help="a folder of one patient's DICOM files")
+    load.add_argument("path", type=Path, help="a folder of one patient's DICOM files, or one "
+                      "NIfTI/NRRD/MetaImage volume")
     load.add_argument("--series-uid", default=None)
     load.set_defaults(func=_cmd_load)
 
@@ -226,7 +229,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     predict = sub.add_parser("predict", help="cancer probability, nodule candidates, masks and "
                              "a report for one scan, from a finished run's models")
-    predict.add_argument("scan", type=Path, help="a folder of one patient's DICOM files")
+    predict.add_argument("scan", type=Path, help="a folder of one patient's DICOM files, or "
+                         "one NIfTI/NRRD/MetaImage volume")
     predict.add_argument("--model", type=Path, required=True,
                          help="a run folder (or notebook output_dir) with the model bundles")
     predict.add_argument("--output", type=Path, default=None,

@@ -127,7 +127,8 @@ def predict_scan(
     Parameters
     ----------
     scan_path : path-like
-        A folder with one patient's DICOM files (any layout that :func:`lunglib.load_scan` reads).
+        A folder with one patient's DICOM files (any layout that :func:`lunglib.load_scan` reads),
+        or one NIfTI, NRRD or MetaImage volume (then no DICOM SEG is written).
     model_dir : path-like
         A run folder (or ``output_dir`` of notebooks 04 and 06) with the model bundles.
     output_dir : path-like
@@ -174,10 +175,13 @@ def predict_scan(
         candidates = find_candidates(probability_map, scan=scan, threshold=seg_threshold,
                                      min_volume_mm3=min_volume)
         files["nodules"] = save_nifti(nodules, scan, out / "nodules.nii.gz")
-        if nodules.any():
+        if nodules.any() and scan.metadata.get("format") is None:  # DICOM in, so SEG out
             files["dicom_seg"] = save_dicom_seg(nodules, scan, out / "nodules_seg.dcm",
                                                 source=scan_path,
                                                 segment_labels=["nodule candidates"])
+        elif nodules.any():
+            notes.append(f"no DICOM SEG: the scan was read from a {scan.metadata['format']} "
+                         "file, not DICOM (nodules.nii.gz holds the mask)")
     elif not lung.any():
         notes.append("no lungs found in the scan: nothing to segment")
     else:

@@ -24,56 +24,13 @@ from pathlib import Path
 import numpy as np
 
 from lunglib.datasets.base import CTDataset
-from lunglib.io.dicom import AIR_HU, LOWEST_CT_HU, CTScan, DicomLoadError, pseudonymize
+from lunglib.io.dicom import CTScan
+from lunglib.io.image import read_image_file
 from lunglib.io.qc import QCFinding
 from lunglib.settings import read_labels
 
 ANNOTATION_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "diameter_mm")
 CANDIDATE_COLUMNS = ("seriesuid", "coordX", "coordY", "coordZ", "class")
-
-
-def read_mhd(path: str | Path) -> CTScan:
-    """Read a MetaImage CT (``.mhd`` + ``.raw``) with SimpleITK, geometry kept.
-
-    Values below -1024 (outside the field of view) become air (-1000), as for DICOM.
-    """
-    import SimpleITK as sitk
-
-    path = Path(path)
-    if not path.is_file():
-        raise DicomLoadError(f"{path}: no such file")
-    try:
-        image = sitk.ReadImage(str(path))
-    except RuntimeError as exc:
-        first = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
-        raise DicomLoadError(
-            f"{path}: SimpleITK could not read it ({first}); check that the .raw file named in "
-            "its ElementDataFile line is beside it and complete"
-        ) from exc
-    if image.GetDimension() != 3:
-        raise DicomLoadError(f"{path}: expected a 3D volume, got {image.GetDimension()}D")
-    array = sitk.GetArrayFromImage(image)  # (z, y, x)
-    findings = []
-    padding = array < LOWEST_CT_HU
-    if padding.any():
-        array = array.copy()
-        array[padding] = AIR_HU
-        findings.append(QCFinding("padding_to_air", f"{int(padding.sum())} voxel(s) below "
-                                  f"{LOWEST_CT_HU} HU (outside the field of view) set to air",
-                                  "info", str(path)))
-    spacing = image.GetSpacing()
-    return CTScan(
-        hu=np.clip(array, -32768, 32767).astype(np.int16),
-        spacing=(float(spacing[2]), float(spacing[1]), float(spacing[0])),
-        origin=tuple(float(o) for o in image.GetOrigin()),  # type: ignore[arg-type]
-        direction=np.asarray(image.GetDirection(), dtype=float).reshape(3, 3),
-        series_uid=path.stem,
-        patient_key=pseudonymize(path.stem),
-        slice_uids=[""] * array.shape[0],
-        qc=findings,
-        metadata={"Modality": "CT", "format": "MetaImage"},
-        source=str(path),
-    )
 
 
 def sphere_mask(
@@ -171,7 +128,7 @@ class LUNA16Dataset(CTDataset):
     def load_scan(self, patient_id: str) -> CTScan:
         if patient_id not in self._files:
             raise KeyError(f"{patient_id}: no {patient_id}.mhd under {self.root}")
-        return read_mhd(self._files[patient_id])
+        return read_image_file(self._files[patient_id])
 
     def annotations(self, patient_id: str, scan: CTScan | None = None):
         """Annotated nodules as a DataFrame (world mm; voxel z, y, x and ``inside`` with a scan)."""

@@ -235,13 +235,16 @@ def load_scan(
     spacing_tolerance: float = 0.01,
     workers: int | None = None,
 ) -> CTScan:
-    """Load one patient's CT series from a folder of DICOM files.
+    """Load one patient's CT series from a folder of DICOM files (or one volume file).
 
     Parameters
     ----------
     path : path-like
-        Folder holding the patient's DICOM files (searched recursively), or a single file.
-        Annotation files beside the images (LIDC XML, CSV) are ignored.
+        Folder holding the patient's DICOM files (searched recursively), or a single file: one
+        DICOM image, or a whole volume as NIfTI (``.nii``, ``.nii.gz``), NRRD or MetaImage
+        (``.mhd``, ``.mha``), read by :func:`lunglib.io.image.read_image_file` (the series
+        arguments do not apply to it). Annotation files beside the images (LIDC XML, CSV) are
+        ignored.
     series_uid : str, optional
         Load this SeriesInstanceUID.
     series_description : str, optional
@@ -285,6 +288,10 @@ def load_scan(
     path = Path(path)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    from lunglib.io import image  # imports CTScan from here: loaded on first use
+
+    if image.image_suffix(path) is not None and not path.is_dir():
+        return image.read_image_file(path)
     headers, qc = read_headers(path, workers=workers)
     uid, members = choose_series(path, headers, series_uid, series_description, qc)
     first = members[0]
