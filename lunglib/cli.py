@@ -120,6 +120,8 @@ def _quiet_tensorflow(verbose: bool) -> None:
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     _quiet_tensorflow(args.verbose)
+    if args.batch:
+        return _predict_batch(args)
     from lunglib.io.dicom import DicomLoadError
     from lunglib.predict import predict_scan
 
@@ -143,6 +145,23 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     for name, path in result.files.items():
         print(f"{name:>10}: {path}")
     return 0
+
+
+def _predict_batch(args: argparse.Namespace) -> int:
+    from lunglib.predict import predict_batch
+
+    output = args.output or Path(args.model) / "predictions"
+    try:
+        summary = predict_batch(args.scan, args.model, output, num_parts=args.num_parts,
+                                part_id=args.part_id)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    failed = summary[summary["status"] != "ok"]
+    for row in failed.itertuples():
+        print(f"failed: {row.scan}: {row.reason}", file=sys.stderr)
+    print(f"{len(summary) - len(failed)} of {len(summary)} scan(s) predicted into {output}")
+    return 1 if len(failed) else 0
 
 
 def _cmd_fetch(args: argparse.Namespace) -> int:
@@ -236,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, default=None,
                          help="default: <model>/predictions/<scan folder name>")
     predict.add_argument("--series-uid", default=None)
+    predict.add_argument("--batch", action="store_true",
+                         help="SCAN is a folder of scans (each sub-folder and each volume file "
+                         "is one); one output folder each and a summary.csv")
+    predict.add_argument("--num-parts", type=int, default=1,
+                         help="with --batch: split the scans into this many parts ...")
+    predict.add_argument("--part-id", type=int, default=0,
+                         help="... and do part K (0-based): one job per part")
     predict.add_argument("--verbose", action="store_true",
                          help="let TensorFlow print its native log lines (CUDA, CPU features)")
     predict.set_defaults(func=_cmd_predict)

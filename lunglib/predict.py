@@ -198,3 +198,90 @@ def predict_scan(
                                             out / "report.png")
     write_text_atomic(out / "prediction.json", json.dumps(result.summary(), indent=2))
     return result
+
+
+def batch_items(folder: str | os.PathLike) -> list[Path]:
+    """The scans of a batch folder, sorted: each volume file and each sub-folder is one scan.
+
+    Hidden entries and files that are not NIfTI/NRRD/MetaImage volumes (a MetaImage ``.raw``,
+    a CSV beside the scans) are not scans.
+    """
+    from lunglib.io.image import image_suffix
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"batch folder {folder} does not exist")
+    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")
+                  and (p.is_dir() or image_suffix(p) is not None))
+
+
+def scan_name(path: Path) -> str:
+    """A batch item's name: the folder's name, or the file's without its volume ending."""
+    from lunglib.io.image import image_suffix
+
+    suffix = image_suffix(path)
+    return path.name[: -len(suffix)] if suffix and path.is_file() else path.name
+
+
+def predict_batch(
+    folder: str | os.PathLike,
+    model_dir: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    num_parts: int = 1,
+    part_id: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`predict_scan` on every scan of a folder, one output folder each, surviving failures.
+
+    Parameters
+    ----------
+    folder : path-like
+        Holds the scans (:func:`batch_items`): DICOM folders and/or volume files.
+    model_dir : path-like
+        As for :func:`predict_scan`.
+    output_dir : path-like
+        Receives ``<scan name>/`` per scan (the files of :func:`predict_scan`) and the summary
+        CSV: ``summary.csv``, or ``summary_part<K>of<N>.csv`` for one part of a split run.
+    num_parts, part_id : int
+        Split a long run across jobs: this call does the items ``part_id, part_id + num_parts,
+        ...`` of the sorted list (``0 <= part_id < num_parts``), so N jobs with ids 0..N-1 do
+        every scan once.
+    progress : bool, default True
+        A tqdm progress bar on stderr.
+
+    Returns
+    -------
+    DataFrame
+        One row per scan of this part: ``scan`` (its name in ``folder``, as the user named it),
+        ``patient_key`` (the pseudonym), ``status`` (``ok`` or ``failed``), ``reason`` (why it
+        failed, naming the file), ``cancer_probability``, ``n_candidates``, ``warnings``.
+    """
+    if num_parts < 1 or not 0 <= part_id < num_parts:
+        raise ValueError(f"need num_parts >= 1 and 0 <= part_id < num_parts, got "
+                         f"num_parts={num_parts}, part_id={part_id}")
+    from tqdm.auto import tqdm
+
+    items = batch_items(folder)[part_id::num_parts]
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for item in tqdm(items, desc="predicting", unit="scan", disable=not progress):
+        name = scan_name(item)
+        row: dict[str, object] = {"scan": name, "patient_key": "", "status": "failed",
+                                  "reason": "", "cancer_probability": np.nan,
+                                  "n_candidates": np.nan, "warnings": ""}
+        try:
+            result = predict_scan(item, model_dir, out / name)
+        except Exception as exc:  # one bad scan must not stop the batch: record it, go on
+            row["reason"] = f"{type(exc).__name__}: {exc}"
+        else:
+            row.update(patient_key=result.patient_key, status="ok",
+                       cancer_probability=result.cancer_probability,
+                       n_candidates=len(result.candidates),
+                       warnings=" | ".join(result.warnings))
+        rows.append(row)
+    summary = pd.DataFrame(rows, columns=["scan", "patient_key", "status", "reason",
+                                          "cancer_probability", "n_candidates", "warnings"])
+    name = "summary.csv" if num_parts == 1 else f"summary_part{part_id}of{num_parts}.csv"
+    write_text_atomic(out / name, summary.to_csv(index=False))
+    return summary

@@ -77,3 +77,49 @@ def test_predict_and_load_take_a_nifti_file_and_answer_as_for_the_dicom(lidc_sca
     assert main(["load", str(nifti)]) == 0
     shown = capsys.readouterr().out
     assert "NIfTI" in shown and "case" not in shown.replace("nii", "")
+
+
+@pytest.mark.slow
+def test_a_batch_folder_survives_a_broken_scan_and_splits_into_parts(lidc_scan, lidc_case_dir,
+                                                                      tmp_path, capsys) -> None:
+    import SimpleITK as sitk
+
+    from lunglib.cli import main
+    from lunglib.models.bundle import save_bundle
+    from lunglib.models.cnn import build_cnn
+
+    save_bundle(build_cnn((8, 16, 16, 1), n_conv_layers=2, filters=4, dense_units=8),
+                tmp_path / "run", "classifier", dataset="lidc", size=16, n_slices=8,
+                threshold=0.5)
+    batch = tmp_path / "batch"
+    batch.mkdir()
+    for name, start in (("a", 30), ("b", 60)):  # two 30-slice volumes of the real scan
+        sitk.WriteImage(lidc_scan.to_sitk()[:, :, start:start + 30], str(batch / f"{name}.nii.gz"))
+    (batch / "broken.nii.gz").write_bytes(b"not a volume")
+    (batch / "dicom_case").symlink_to(lidc_case_dir, target_is_directory=True)
+    (batch / "notes.csv").write_text("not a scan\n")
+
+    out = tmp_path / "out"
+    assert main(["predict", str(batch), "--batch", "--model", str(tmp_path / "run"),
+                 "--output", str(out)]) == 1  # one scan failed, the others went on
+    captured = capsys.readouterr()
+    assert "3 of 4 scan(s) predicted" in captured.out
+    assert "failed: broken: " in captured.err and "broken.nii.gz" in captured.err
+    summary = __import__("pandas").read_csv(out / "summary.csv")
+    assert summary["scan"].tolist() == ["a", "b", "broken", "dicom_case"]
+    assert summary["status"].tolist() == ["ok", "ok", "failed", "ok"]
+    assert summary.loc[summary.status == "ok", "cancer_probability"].between(0, 1).all()
+    for name in ("a", "b", "dicom_case"):
+        assert (out / name / "prediction.json").is_file()
+
+    from lunglib.predict import predict_batch
+
+    parts = [predict_batch(batch, tmp_path / "run", tmp_path / "parts", num_parts=2,
+                           part_id=k, progress=False) for k in (0, 1)]
+    assert [p["scan"].tolist() for p in parts] == [["a", "broken"], ["b", "dicom_case"]]
+    assert (tmp_path / "parts" / "summary_part1of2.csv").is_file()
+    np.testing.assert_allclose(  # the same answers as the whole run
+        parts[1].set_index("scan").loc[["b", "dicom_case"], "cancer_probability"],
+        summary.set_index("scan").loc[["b", "dicom_case"], "cancer_probability"], atol=1e-6)
+    with pytest.raises(ValueError, match="part_id"):
+        predict_batch(batch, tmp_path / "run", tmp_path / "x", num_parts=2, part_id=2)
