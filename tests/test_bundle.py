@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from lunglib.models.bundle import bundle_paths, load_bundle, save_bundle
+from lunglib.models.bundle import BundleFormatError, bundle_paths, load_bundle, save_bundle
 
 
 def test_bundle_round_trip_keeps_predictions_and_metadata(tmp_path: Path) -> None:
@@ -21,7 +21,7 @@ def test_bundle_round_trip_keeps_predictions_and_metadata(tmp_path: Path) -> Non
     loaded, meta = load_bundle(tmp_path, "classifier")
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                rtol=1e-6)
-    assert meta == {"size": 6, "threshold": 0.25, "zero_center_mean": 0.125}
+    assert meta == {"format_version": 1, "size": 6, "threshold": 0.25, "zero_center_mean": 0.125}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["classifier.json", "classifier.keras"]
 
 
@@ -30,3 +30,22 @@ def test_missing_bundle_says_which_notebook_writes_it(tmp_path: Path) -> None:
         load_bundle(tmp_path, "segmenter")
     model_path, meta_path = bundle_paths(tmp_path, "segmenter")
     assert model_path.name == "segmenter.keras" and meta_path.name == "segmenter.json"
+
+
+def test_a_bundle_of_another_format_version_is_refused_with_the_reason(tmp_path: Path) -> None:
+    import json
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, "sigmoid")])
+    save_bundle(model, tmp_path, "classifier", size=4)
+    _, meta_path = bundle_paths(tmp_path, "classifier")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "format_version": 2}))
+    with pytest.raises(BundleFormatError, match=r"classifier.json: bundle format version 2, but "
+                                                r"this lunglib reads version 1"):
+        load_bundle(tmp_path, "classifier")
+    # a bundle saved before the entry existed is version 1 and still loads
+    meta_path.write_text(json.dumps({"size": 4}))
+    assert load_bundle(tmp_path, "classifier")[1] == {"size": 4}
+    meta_path.write_text("{not json")
+    with pytest.raises(BundleFormatError, match="not valid JSON"):
+        load_bundle(tmp_path, "classifier")
