@@ -123,12 +123,13 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     if args.batch:
         return _predict_batch(args)
     from lunglib.io.dicom import DicomLoadError
+    from lunglib.models.bundle import BundleFormatError
     from lunglib.predict import predict_scan
 
     output = args.output or Path(args.model) / "predictions" / Path(args.scan).name
     try:
         result = predict_scan(args.scan, args.model, output, series_uid=args.series_uid)
-    except (DicomLoadError, FileNotFoundError) as exc:
+    except (DicomLoadError, FileNotFoundError, BundleFormatError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for warning in result.warnings:

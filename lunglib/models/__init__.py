@@ -8,7 +8,8 @@ import lazy_loader
 __getattr__, __dir__, __all__ = lazy_loader.attach(
     __name__,
     submod_attrs={
-        "bundle": ["bundle_paths", "load_bundle", "save_bundle"],
+        "bundle": ["BUNDLE_FORMAT_VERSION", "BundleFormatError", "bundle_paths", "load_bundle",
+                   "save_bundle"],
         "cnn": [
             "HEADS", "build_cnn", "convolutionalize", "feature_size", "max_conv_layers",
             "output_stride",
