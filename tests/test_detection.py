@@ -64,3 +64,24 @@ def test_bad_inputs_are_refused_with_the_reason():
         froc(CANDIDATES, NODULES.assign(diameter_mm=0.0))
     with pytest.raises(ValueError, match="at least one true nodule"):
         froc(CANDIDATES, NODULES.iloc[:0])
+
+
+def test_nodule_centres_are_the_world_centres_and_sphere_diameters_of_the_labels():
+    from types import SimpleNamespace
+
+    from lunglib.evaluation.detection import nodule_centres
+
+    labels = np.zeros((10, 20, 20), np.int16)
+    labels[2:4, 5:7, 5:7] = 1  # 8 voxels, centre (2.5, 5.5, 5.5)
+    labels[8, 10, 12] = 3  # label 2 is absent
+    # z steps 2 mm, y and x 0.5 mm; origin (100, 200, 300); axes aligned
+    scan = SimpleNamespace(spacing=(2.0, 0.5, 0.5),
+                           voxel_to_world=lambda zyx: np.array(
+                               [100 + 0.5 * zyx[2], 200 + 0.5 * zyx[1], 300 + 2.0 * zyx[0]]))
+    table = nodule_centres(labels, scan, "P001")
+    assert table["nodule"].tolist() == [1, 3] and set(table["scan"]) == {"P001"}
+    np.testing.assert_allclose(table[["x_mm", "y_mm", "z_mm"]].to_numpy(),
+                               [[102.75, 202.75, 305.0], [106.0, 205.0, 316.0]])
+    volume = 8 * 0.5  # mm3
+    assert table["diameter_mm"].iloc[0] == pytest.approx((6 * volume / np.pi) ** (1 / 3))
+    assert nodule_centres(np.zeros((2, 2, 2)), scan).empty

@@ -29,7 +29,13 @@ from lunglib.evaluation.classification import (
     evaluate_binary,
     paired_bootstrap_ci,
 )
-from lunglib.evaluation.detection import FROC, LUNA16_FP_RATES, froc, match_candidates
+from lunglib.evaluation.detection import (
+    FROC,
+    LUNA16_FP_RATES,
+    froc,
+    match_candidates,
+    nodule_centres,
+)
 from lunglib.evaluation.segmentation import (
     BINARIZATION_THRESHOLDS,
     DEFAULT_NSD_TOLERANCE_MM,
@@ -63,6 +69,7 @@ __all__ = [
     "LUNA16_FP_RATES",
     "froc",
     "match_candidates",
+    "nodule_centres",
     "BINARIZATION_THRESHOLDS",
     "DEFAULT_NSD_TOLERANCE_MM",
     "THRESHOLD_RULES",

@@ -141,6 +141,42 @@ def froc(candidates: pd.DataFrame, nodules: pd.DataFrame, n_scans: int | None = 
     )
 
 
+def nodule_centres(labels: np.ndarray, scan, scan_name: str = "scan") -> pd.DataFrame:
+    """The nodules of a label mask as LUNA16-style rows: centre (world mm) and diameter.
+
+    Parameters
+    ----------
+    labels : ndarray (z, y, x)
+        0 background, k inside nodule k (a dataset's ``nodule_mask``); a boolean mask counts as
+        one nodule.
+    scan : CTScan
+        Gives the geometry (``voxel_to_world``, ``spacing``).
+    scan_name : str
+        The ``scan`` column, to match the candidates' (use a pseudonym, not a patient id).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``scan, nodule, x_mm, y_mm, z_mm, diameter_mm``: the centre of mass of each
+        label and the diameter of the sphere of its volume (the radius is the hit distance).
+    """
+    from scipy import ndimage
+
+    labels = np.asarray(labels).astype(np.int32)
+    rows = []
+    voxel_mm3 = float(np.prod(scan.spacing))
+    for k in range(1, int(labels.max(initial=0)) + 1):
+        inside = labels == k
+        n = int(inside.sum())
+        if not n:
+            continue
+        x, y, z = scan.voxel_to_world(np.array(ndimage.center_of_mass(inside)))
+        rows.append({"scan": scan_name, "nodule": k, "x_mm": float(x), "y_mm": float(y),
+                     "z_mm": float(z),
+                     "diameter_mm": float((6.0 * n * voxel_mm3 / np.pi) ** (1.0 / 3.0))})
+    return pd.DataFrame(rows, columns=["scan", "nodule", *_POSITION, "diameter_mm"])
+
+
 def _check_columns(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
     missing = [c for c in columns if c not in frame.columns]
     if missing:
