@@ -36,7 +36,6 @@ XML is used and a QC finding names the reason.
 
 from __future__ import annotations
 
-import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +56,7 @@ from lunglib.datasets.lidc_xml import (
     z_key,
 )
 from lunglib.io.dicom import CTScan, DicomLoadError, list_series, load_scan
+from lunglib.io.geometry import sphere_diameter_mm
 from lunglib.io.qc import QCFinding
 
 # --------------------------------------------------------------------------------------------
@@ -503,5 +503,4 @@ class LIDCDataset(CTDataset):
 
 def equivalent_diameter_mm(mask: np.ndarray, spacing: tuple[float, float, float]) -> float:
     """Diameter of the sphere with the mask's volume."""
-    volume = float(mask.sum()) * float(np.prod(spacing))
-    return (6.0 * volume / math.pi) ** (1.0 / 3.0)
+    return sphere_diameter_mm(float(mask.sum()) * float(np.prod(spacing)))

@@ -162,6 +162,8 @@ def nodule_centres(labels: np.ndarray, scan, scan_name: str = "scan") -> pd.Data
     """
     from scipy import ndimage
 
+    from lunglib.io.geometry import sphere_diameter_mm
+
     labels = np.asarray(labels).astype(np.int32)
     rows = []
     voxel_mm3 = float(np.prod(scan.spacing))
@@ -173,7 +175,7 @@ def nodule_centres(labels: np.ndarray, scan, scan_name: str = "scan") -> pd.Data
         x, y, z = scan.voxel_to_world(np.array(ndimage.center_of_mass(inside)))
         rows.append({"scan": scan_name, "nodule": k, "x_mm": float(x), "y_mm": float(y),
                      "z_mm": float(z),
-                     "diameter_mm": float((6.0 * n * voxel_mm3 / np.pi) ** (1.0 / 3.0))})
+                     "diameter_mm": sphere_diameter_mm(n * voxel_mm3)})
     return pd.DataFrame(rows, columns=["scan", "nodule", *_POSITION, "diameter_mm"])
 
 

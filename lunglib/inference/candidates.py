@@ -17,6 +17,8 @@ import pandas as pd
 from scipy import ndimage
 from skimage import measure
 
+from lunglib.io.geometry import sphere_diameter_mm
+
 CANDIDATE_COLUMNS = [
     "candidate", "peak_prob", "mean_prob", "volume_mm3", "diameter_mm", "n_voxels",
     "centroid_z", "centroid_y", "centroid_x", "x_mm", "y_mm", "z_mm",
@@ -88,7 +90,7 @@ def find_candidates(
             "peak_prob": float(region.intensity_max),
             "mean_prob": float(region.intensity_mean),
             "volume_mm3": volume,
-            "diameter_mm": float(np.cbrt(6.0 * volume / np.pi)),
+            "diameter_mm": sphere_diameter_mm(volume),
             "n_voxels": int(region.num_pixels),
             "centroid_z": float(zyx[0]), "centroid_y": float(zyx[1]),
             "centroid_x": float(zyx[2]),

@@ -23,6 +23,13 @@ import numpy as np
 from lunglib.io.qc import QCFinding
 from lunglib.io.series import MAX_IMAGE_SIDE, DicomLoadError, Header, decimals, slice_normal
 
+
+def sphere_diameter_mm(volume_mm3: float) -> float:
+    """The diameter (mm) of the sphere of this volume (mm3): a nodule's "equivalent diameter",
+    the one size for candidates, readers' outlines and LUNA16-style hit radii."""
+    return float(np.cbrt(6.0 * float(volume_mm3) / np.pi))
+
+
 # Two slices closer than this along the normal (mm) sit at the same position.
 _SAME_POSITION_MM = 0.01
 
