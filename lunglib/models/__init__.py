@@ -1,4 +1,4 @@
-"""Models: the course CNN, the U-Net, hand-made outline features, and saved model bundles.
+"""Models: the course CNN, the U-Net, hand-made outline features, saved bundles, shipped models.
 
 Importing this package is cheap; Keras loads when a model builder is first used.
 """
@@ -15,6 +15,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
             "output_stride",
         ],
         "features": ["FEATURE_NAMES", "outline_features"],
+        "pretrained": ["PRETRAINED_MODELS", "WEIGHTS_DIR", "load_pretrained", "model_card"],
         "unet": ["build_unet", "dice_bce_loss", "dice_coef", "iou_coef", "resize_unet"],
     },
 )

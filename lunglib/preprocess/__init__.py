@@ -11,6 +11,8 @@ module                                 what it holds
                                        :func:`zero_center`
 :mod:`~lunglib.preprocess.boxes`       :func:`mask_bbox` (the bounding box of a mask, as slices),
                                        :func:`extract_patch`, :func:`check_patch_shape`
+:mod:`~lunglib.preprocess.axial`       :func:`axial_patch`: a square axial patch around a point
+                                       at a chosen pixel size (the shipped models' input)
 :mod:`~lunglib.preprocess.volume`      :func:`prepare`, which chains the steps into the model's
                                        input, with :class:`PrepareOptions`,
                                        :class:`PreparedVolume` and :data:`PREPROCESS_VERSION`
@@ -19,6 +21,7 @@ module                                 what it holds
 =====================================  ==========================================================
 """
 
+from lunglib.preprocess.axial import axial_patch
 from lunglib.preprocess.boxes import check_patch_shape, extract_patch, mask_bbox
 from lunglib.preprocess.cache import QC_COLUMNS, CacheIndex, cache_dataset, cache_key, prepare_one
 from lunglib.preprocess.intensity import fit_zero_center, window, zero_center
@@ -39,6 +42,7 @@ __all__ = [
     "OutputGrid",
     "PrepareOptions",
     "PreparedVolume",
+    "axial_patch",
     "box_grid",
     "cache_dataset",
     "cache_key",
