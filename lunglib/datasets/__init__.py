@@ -15,7 +15,9 @@ name               adapter                            what it reads
 Nodule patch sets are not CT scans: read them with :func:`load_patch_set`. The course accepts
 them under the name :data:`PATCH_SET` (``"patches"``); :data:`DATASET_NAMES` lists every name a
 notebook may choose, the CT datasets first. :func:`dataset_provenance` gives each dataset's source,
-licence and citation (for reports).
+licence and citation (for reports). :func:`read_annotation_points` places the nodules of one
+annotation file (LIDC XML, VOC boxes, LUNA16 or point CSV) in a given scan's voxel grid, and
+:func:`parse_point` a point typed as ``x,y,z``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from lunglib.datasets.lidc import LIDCDataset
 from lunglib.datasets.luna16 import LUNA16Dataset
 from lunglib.datasets.lung_pet_ct_dx import LungPETCTDxDataset
 from lunglib.datasets.patches import PatchSet, load_patch_set
+from lunglib.datasets.points import AnnotationPoints, parse_point, read_annotation_points
 from lunglib.datasets.provenance import PROVENANCE, Provenance, dataset_provenance
 from lunglib.datasets.synthetic import SyntheticDataset
 
@@ -83,6 +86,7 @@ def open_dataset(
 
 
 __all__ = [
+    "AnnotationPoints",
     "CTDataset",
     "DATASETS",
     "DATASET_NAMES",
@@ -98,4 +102,6 @@ __all__ = [
     "dataset_provenance",
     "load_patch_set",
     "open_dataset",
+    "parse_point",
+    "read_annotation_points",
 ]

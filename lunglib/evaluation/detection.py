@@ -160,23 +160,10 @@ def nodule_centres(labels: np.ndarray, scan, scan_name: str = "scan") -> pd.Data
         Columns ``scan, nodule, x_mm, y_mm, z_mm, diameter_mm``: the centre of mass of each
         label and the diameter of the sphere of its volume (the radius is the hit distance).
     """
-    from scipy import ndimage
+    from lunglib.datasets.points import label_centres
 
-    from lunglib.io.geometry import sphere_diameter_mm
-
-    labels = np.asarray(labels).astype(np.int32)
-    rows = []
-    voxel_mm3 = float(np.prod(scan.spacing))
-    for k in range(1, int(labels.max(initial=0)) + 1):
-        inside = labels == k
-        n = int(inside.sum())
-        if not n:
-            continue
-        x, y, z = scan.voxel_to_world(np.array(ndimage.center_of_mass(inside)))
-        rows.append({"scan": scan_name, "nodule": k, "x_mm": float(x), "y_mm": float(y),
-                     "z_mm": float(z),
-                     "diameter_mm": sphere_diameter_mm(n * voxel_mm3)})
-    return pd.DataFrame(rows, columns=["scan", "nodule", *_POSITION, "diameter_mm"])
+    centres = label_centres(np.asarray(labels).astype(np.int32), scan)
+    return centres.assign(scan=scan_name)[["scan", "nodule", *_POSITION, "diameter_mm"]]
 
 
 def _check_columns(frame: pd.DataFrame, columns: Sequence[str], name: str) -> None:
