@@ -165,6 +165,40 @@ def _predict_batch(args: argparse.Namespace) -> int:
     return 1 if len(failed) else 0
 
 
+def _cmd_characterize(args: argparse.Namespace) -> int:
+    if not args.at and args.annotation is None:
+        print("error: give the nodules to characterise: --at x,y,z (one or more) or --from an "
+              "annotation file", file=sys.stderr)
+        return 2
+    _quiet_tensorflow(args.verbose)
+    from lunglib.characterize import characterize_scan
+    from lunglib.io.dicom import DicomLoadError
+    from lunglib.models.bundle import BundleFormatError
+    from lunglib.predict import scan_name
+
+    output = args.output or Path("characterize") / scan_name(Path(args.scan))
+    try:
+        result = characterize_scan(args.scan, at=args.at, voxel=args.voxel,
+                                   annotation=args.annotation, output_dir=output,
+                                   series_uid=args.series_uid)
+    except (DicomLoadError, FileNotFoundError, BundleFormatError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"patient {result.patient_key}: {len(result.table)} nodule(s)")
+    columns = [c for c in ("nodule", "long_axis_mm", "short_axis_mm", "volume_mm3", "mean_hu",
+                           "malignancy", "dice_consensus", "malignancy_by_reader")
+               if c in result.table and result.table[c].notna().any()]
+    if len(result.table):
+        print(result.table[columns].round(3).to_string(index=False))
+    for note in result.notes:
+        print(f"note: {note}")
+    print("models: lunglib's shipped nodule_unet and malignancy (LIDC-IDRI; research and "
+          "teaching, not a medical device)")
+    for name, path in result.files.items():
+        print(f"{name:>8}: {path}")
+    return 0
+
+
 def _cmd_fetch(args: argparse.Namespace) -> int:
     from lunglib.datasets.download import NBIA_API, DownloadError, fetch_series, tcia_series
 
@@ -266,6 +300,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--verbose", action="store_true",
                          help="let TensorFlow print its native log lines (CUDA, CPU features)")
     predict.set_defaults(func=_cmd_predict)
+
+    characterize = sub.add_parser(
+        "characterize", help="outline, measure and score nodules at given points of one scan "
+        "with lunglib's shipped real-data models")
+    characterize.add_argument("scan", type=Path, help="a folder of one patient's DICOM files, "
+                              "or one NIfTI/NRRD/MetaImage volume")
+    characterize.add_argument("--at", action="append", default=None, metavar="X,Y,Z",
+                              help="a point inside a nodule: patient coordinates in mm (DICOM "
+                              "LPS), or voxel column,row,slice with --voxel (repeatable)")
+    characterize.add_argument("--voxel", action="store_true",
+                              help="--at gives voxel indices (column, row, slice)")
+    characterize.add_argument("--from", dest="annotation", type=Path, default=None,
+                              help="an annotation file: LIDC readers' XML, LUNA16 "
+                              "annotations.csv, Lung-PET-CT-Dx boxes (a folder of VOC XML), or "
+                              "a CSV of points (x_mm,y_mm,z_mm or x,y,z voxel columns)")
+    characterize.add_argument("--output", type=Path, default=None,
+                              help="default: ./characterize/<scan folder or file name>")
+    characterize.add_argument("--series-uid", default=None)
+    characterize.add_argument("--verbose", action="store_true",
+                              help="let TensorFlow print its native log lines")
+    characterize.set_defaults(func=_cmd_characterize)
 
     for name, func, text in (
         ("run", _cmd_run, "run every notebook with papermill into one run folder"),
