@@ -4,7 +4,11 @@ Runs ``lunglib predict`` (:func:`lunglib.predict.predict_scan`) with a run folde
 the LIDC-IDRI case in ``../shared/data`` and scores its candidate list against the readers'
 consensus nodules the LUNA16 way (:mod:`lunglib.evaluation.detection`): each nodule's rank in
 the list, the false positives per scan at full sensitivity, the sensitivity at 1/8 ... 8 false
-positives per scan and the CPM. One scan, so these describe this case, not a detector.
+positives per scan and the CPM. Twice: **before**, in the segmenter's order (its peak
+probability, then volume: ``segmenter_rank``, scored as ``-segmenter_rank`` so that ties of the
+saturated probability keep that order), and **after**, in the order of the shipped real-data
+``nodule_reducer`` that ``predict`` re-ranks real scans by (``reducer_score``). The case's patient
+is left out of the reducer's training. One scan, so these describe this case, not a detector.
 
 Run::
 
@@ -52,27 +56,54 @@ def main(argv: list[str] | None = None) -> int:
         result = predict_scan(args.case, args.model, out, report=False)
     for warning in result.warnings:
         print(f"warning: {warning}")
-    candidates = result.candidates.assign(scan="case").rename(columns={"peak_prob": "score"})
-    matched = match_candidates(candidates, nodules)
-    print(f"{len(candidates)} candidates, {len(nodules)} consensus nodule(s) >= 3 mm\n")
-    print(f"{'nodule':>6} {'diameter mm':>12} {'rank':>5} {'score':>7} {'scored higher':>14}")
+    table = result.candidates.assign(scan="case")
+    reranked = result.ranking == "nodule_reducer"
+    if not reranked:  # no reducer: the table is in the segmenter's order
+        print(f"not re-ranked ({'; '.join(result.notes) or 'no candidates'}): 'after' is "
+              "the segmenter's order")
+        table["segmenter_rank"] = np.arange(1, len(table) + 1)
+        table["reducer_score"] = np.nan
+    orders = {
+        # predict's own order (peak probability, then volume), as a strict score
+        "before": table.assign(score=-table["segmenter_rank"].astype(float),
+                               rank=table["segmenter_rank"]),
+        "after": (table.assign(score=table["reducer_score"], rank=np.arange(1, len(table) + 1))
+                  if reranked else None),
+    }
+    orders = {name: frame for name, frame in orders.items() if frame is not None}
+    matched = {name: match_candidates(frame, nodules) for name, frame in orders.items()}
+    print(f"{len(table)} candidates, {len(nodules)} consensus nodule(s) >= 3 mm; before = the "
+          "segmenter's order, after = the nodule_reducer's score\n")
+    print(f"{'nodule':>6} {'diameter mm':>12} {'rank before':>12} {'rank after':>11} "
+          f"{'reducer score':>14} {'FPs above before':>17} {'FPs above after':>16}")
     for row in nodules.itertuples():
-        hit = matched[(matched["kind"] == "tp") & (matched["nodule"] == row.Index)]
-        if hit.empty:
-            print(f"{row.nodule:>6} {row.diameter_mm:>12.1f} {'missed':>5}")
-            continue
-        score = float(hit["score"].iloc[0])
-        rank = int(hit["candidate"].iloc[0])  # predict's order: peak probability, then volume
-        higher = int((matched.loc[matched["kind"] == "fp", "score"] > score).sum())
-        print(f"{row.nodule:>6} {row.diameter_mm:>12.1f} {rank:>5} {score:>7.4f} {higher:>14}")
-    curve = froc(candidates, nodules, n_scans=1)
-    full = np.flatnonzero(curve.sensitivity >= 1.0)
-    at_full = f"{curve.fps_per_scan[full[0]]:.0f}" if len(full) else "never reached"
-    print(f"\nfalse positives per scan at full sensitivity: {at_full}")
-    rates = " ".join(f"{r:g}:{s:.2f}" for r, s in zip(LUNA16_FP_RATES, curve.sensitivity_at(),
-                                                       strict=True))
-    print(f"sensitivity at FPs/scan {rates}")
-    print(f"CPM {curve.cpm():.3f}")
+        cells = {}
+        for name, frame in matched.items():
+            hit = frame[(frame["kind"] == "tp") & (frame["nodule"] == row.Index)]
+            if hit.empty:
+                cells[name] = ("missed", "", np.nan)
+                continue
+            score = float(hit["score"].iloc[0])
+            above = int((frame.loc[frame["kind"] == "fp", "score"] > score).sum())
+            cells[name] = (str(int(hit["rank"].iloc[0])), str(above),
+                           float(hit["reducer_score"].iloc[0]))
+        before = cells["before"]
+        after = cells.get("after", ("-", "-", np.nan))
+        print(f"{row.nodule:>6} {row.diameter_mm:>12.1f} {before[0]:>12} {after[0]:>11} "
+              f"{after[2]:>14.4f} {before[1]:>17} {after[1]:>16}")
+    curves = {name: froc(frame, nodules, n_scans=1) for name, frame in orders.items()}
+    print(f"\n{'':<32}" + "".join(f"{name:>8}" for name in curves))
+
+    def at_full(curve) -> str:
+        full = np.flatnonzero(curve.sensitivity >= 1.0)
+        return f"{curve.fps_per_scan[full[0]]:.0f}" if len(full) else "never"
+
+    print(f"{'FPs/scan at full sensitivity':<32}"
+          + "".join(f"{at_full(c):>8}" for c in curves.values()))
+    for k, rate in enumerate(LUNA16_FP_RATES):
+        print(f"{f'sensitivity at {rate:g} FPs/scan':<32}"
+              + "".join(f"{c.sensitivity_at()[k]:>8.2f}" for c in curves.values()))
+    print(f"{'CPM':<32}" + "".join(f"{c.cpm():>8.3f}" for c in curves.values()))
     return 0
 
 

@@ -140,6 +140,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(f"{len(result.candidates)} nodule candidate(s)")
     if len(result.candidates):
         columns = ["candidate", "peak_prob", "diameter_mm", "volume_mm3", "x_mm", "y_mm", "z_mm"]
+        if result.ranking == "nodule_reducer":
+            columns[1:1] = ["reducer_score", "segmenter_rank"]
+        print(f"ranked by the {result.ranking}:")
         print(result.candidates[columns].head(10).round(2).to_string(index=False))
     for note in result.notes:
         print(f"note: {note}")

@@ -3,7 +3,8 @@
 ``python -m lunglib predict <scan_dir> --model <run folder>`` calls :func:`predict_scan`. The run
 folder holds the ``classifier`` bundle written by notebook 04 and the ``segmenter`` bundle written
 by notebook 06 (see :mod:`lunglib.models`); either may be missing, and the prediction then says
-what it could not do instead of failing.
+what it could not do instead of failing. On a real scan the candidates are re-ranked by the
+real-data false-positive reducer that lunglib ships (:func:`rerank_scan_candidates`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ class Prediction:
     files: dict[str, Path] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    ranking: str = "segmenter"
+    """What orders ``candidates``: ``"segmenter"`` (its peak probability) or
+    ``"nodule_reducer"`` (the shipped reducer's score; the segmenter's rank is in
+    ``segmenter_rank``)."""
 
     def summary(self) -> dict[str, object]:
         return {
@@ -49,6 +54,7 @@ class Prediction:
             "cancer_probability": self.cancer_probability,
             "threshold": self.threshold,
             "n_candidates": int(len(self.candidates)),
+            "ranking": self.ranking,
             "files": {k: str(v) for k, v in self.files.items()},
             "notes": self.notes,
             "warnings": self.warnings,
@@ -115,6 +121,42 @@ def segment_scan(scan: CTScan, model, info: dict, lung_mask: np.ndarray) -> np.n
                           context_step=context_step_for(scan.spacing[0], info.get("context_mm")))
 
 
+# no dataset name here: prediction.json must not contain a patient id's prefix ("LIDC-IDRI-...")
+REDUCER_NOTE = ("candidates are ranked by the nodule_reducer, a model trained on real CT "
+                "(reducer_score, highest first); the segmenter's own rank is kept in "
+                "segmenter_rank")
+
+
+def rerank_scan_candidates(
+    scan: CTScan, candidates: pd.DataFrame
+) -> tuple[pd.DataFrame, str, str | None]:
+    """Re-rank a real scan's candidates by the shipped ``nodule_reducer``, when that applies.
+
+    Returns ``(candidates, ranking, note)``: ``ranking`` is ``"nodule_reducer"`` when the table
+    was re-ranked (:func:`lunglib.inference.rerank_candidates`: columns ``segmenter_rank`` and
+    ``reducer_score`` added) and ``"segmenter"`` when it is returned as it came -- no
+    candidates, a synthetic phantom (the segmenter's own domain: the reducer has never seen
+    phantoms), or no usable reducer bundle. ``note`` says what was done or why not (None when
+    there is nothing to say).
+    """
+    from lunglib.synthetic import is_synthetic_scan
+
+    if len(candidates) == 0 or is_synthetic_scan(scan.metadata):
+        return candidates, "segmenter", None
+    from lunglib.inference import rerank_candidates
+    from lunglib.models.bundle import BundleFormatError
+    from lunglib.models.pretrained import load_pretrained
+
+    try:
+        model, info = load_pretrained("nodule_reducer")
+    except (FileNotFoundError, BundleFormatError) as exc:
+        return candidates, "segmenter", ("candidates are ranked by the segmenter only: the "
+                                         "shipped false-positive reducer is missing or "
+                                         f"unreadable ({exc})")
+    ranked = rerank_candidates(scan, candidates, model, info)
+    return ranked, "nodule_reducer", REDUCER_NOTE
+
+
 def predict_scan(
     scan_path: str | os.PathLike,
     model_dir: str | os.PathLike,
@@ -134,7 +176,9 @@ def predict_scan(
     output_dir : path-like
         Receives ``lungs.nii.gz``, ``nodules.nii.gz``, ``nodules_seg.dcm`` (a DICOM SEG over the
         source series, its patient module the pseudonym), ``candidates.csv``,
-        ``prediction.json`` and ``report.png``.
+        ``prediction.json`` and ``report.png``. On a real (not synthetic) scan the candidates
+        are re-ranked by the shipped ``nodule_reducer`` (:func:`rerank_scan_candidates`);
+        ``prediction.json``'s ``ranking`` says which order ``candidates.csv`` has.
     series_uid : str, optional
         Which series to read when the folder holds several.
     report : bool, default True
@@ -163,6 +207,7 @@ def predict_scan(
     lung = segment_lungs(scan.hu, scan.spacing, scan.direction)
     files = {"lungs": save_nifti(lung, scan, out / "lungs.nii.gz")}
     candidates = pd.DataFrame()
+    ranking = "segmenter"
     if _has_bundle(model_dir, "segmenter") and lung.any():
         model, info = load_bundle(model_dir, "segmenter")
         trained_on["segmenter"] = info.get("dataset")
@@ -174,6 +219,9 @@ def predict_scan(
                                  min_volume).astype(np.uint8)
         candidates = find_candidates(probability_map, scan=scan, threshold=seg_threshold,
                                      min_volume_mm3=min_volume)
+        candidates, ranking, ranking_note = rerank_scan_candidates(scan, candidates)
+        if ranking_note:
+            notes.append(ranking_note)
         files["nodules"] = save_nifti(nodules, scan, out / "nodules.nii.gz")
         if nodules.any() and scan.metadata.get("format") is None:  # DICOM in, so SEG out
             files["dicom_seg"] = save_dicom_seg(nodules, scan, out / "nodules_seg.dcm",
@@ -190,7 +238,7 @@ def predict_scan(
     candidates.to_csv(candidates_path, index=False)
     files["candidates"] = candidates_path
     result = Prediction(scan.patient_key, probability, threshold, candidates, files, notes,
-                        domain_warnings(scan, trained_on))
+                        domain_warnings(scan, trained_on), ranking)
     if report:
         from lunglib.viz.viewer import prediction_report
 

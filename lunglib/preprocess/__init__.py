@@ -7,8 +7,8 @@ module                                 what it holds
                                        :class:`OutputGrid` around a box (:func:`box_grid`) that
                                        :func:`resample_box` resamples onto
 :mod:`~lunglib.preprocess.lungs`       :func:`segment_lungs`, :func:`lung_volume_ml`
-:mod:`~lunglib.preprocess.intensity`   :func:`window`, :func:`fit_zero_center`,
-                                       :func:`zero_center`
+:mod:`~lunglib.preprocess.intensity`   :func:`window`, :func:`window_channels`,
+                                       :func:`fit_zero_center`, :func:`zero_center`
 :mod:`~lunglib.preprocess.boxes`       :func:`mask_bbox` (the bounding box of a mask, as slices),
                                        :func:`extract_patch`, :func:`check_patch_shape`
 :mod:`~lunglib.preprocess.axial`       :func:`axial_patch`: a square axial patch around a point
@@ -24,7 +24,7 @@ module                                 what it holds
 from lunglib.preprocess.axial import axial_patch
 from lunglib.preprocess.boxes import check_patch_shape, extract_patch, mask_bbox
 from lunglib.preprocess.cache import QC_COLUMNS, CacheIndex, cache_dataset, cache_key, prepare_one
-from lunglib.preprocess.intensity import fit_zero_center, window, zero_center
+from lunglib.preprocess.intensity import fit_zero_center, window, window_channels, zero_center
 from lunglib.preprocess.lungs import lung_volume_ml, segment_lungs
 from lunglib.preprocess.resample import (
     OutputGrid,
@@ -58,5 +58,6 @@ __all__ = [
     "segment_lungs",
     "shrink_to",
     "window",
+    "window_channels",
     "zero_center",
 ]

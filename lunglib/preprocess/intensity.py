@@ -19,6 +19,15 @@ def window(hu: np.ndarray, lo: float = -1000.0, hi: float = 400.0) -> np.ndarray
     return np.clip(out, 0.0, 1.0, out=out)
 
 
+def window_channels(hu: np.ndarray, windows) -> np.ndarray:
+    """One channel per HU window: ``hu`` (any shape) -> ``(*hu.shape, len(windows))`` in [0, 1].
+
+    Each channel is :func:`window` with one ``(lo, hi)`` of ``windows``; a model that sees the
+    lung and the soft-tissue window at once keeps the contrast of both.
+    """
+    return np.stack([window(hu, lo, hi) for lo, hi in windows], axis=-1)
+
+
 def fit_zero_center(*, train: Iterable[np.ndarray]) -> float:
     """Mean intensity of the **training** volumes, for :func:`zero_center`.
 

@@ -40,7 +40,7 @@ from scipy import ndimage, stats
 
 from lunglib.datasets import PatchSet
 from lunglib.evaluation import bootstrap_interval, choose_threshold, patient_split
-from lunglib.preprocess import axial_patch, window
+from lunglib.preprocess import axial_patch, window_channels
 
 REDUCER_SPACING_MM = 0.8
 """Pixel size of the reducer's input."""
@@ -388,8 +388,7 @@ def train_shipped_unet(
 
 def reducer_inputs(crops_hu: np.ndarray) -> np.ndarray:
     """Reducer input of HU crops ``(n, size, size)``: one channel per :data:`REDUCER_WINDOWS`."""
-    crops_hu = np.asarray(crops_hu, dtype=np.float32)
-    return np.stack([window(crops_hu, lo, hi) for lo, hi in REDUCER_WINDOWS], axis=-1)
+    return window_channels(np.asarray(crops_hu, dtype=np.float32), REDUCER_WINDOWS)
 
 
 def reducer_crops(

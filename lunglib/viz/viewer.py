@@ -468,7 +468,9 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     lung_mask : ndarray
         Lung mask in the scan's grid, outlined on the slices.
     candidates : DataFrame
-        From :func:`lunglib.inference.find_candidates`; the most probable ones are circled.
+        From :func:`lunglib.inference.find_candidates` (or re-ranked by
+        :func:`lunglib.inference.rerank_candidates`, whose ``reducer_score`` is then listed);
+        the first ones in its order are circled.
     summary : mapping
         ``cancer_probability``, ``threshold``, ``notes`` and ``warnings`` as in
         :meth:`lunglib.predict.Prediction.summary`.
@@ -501,11 +503,18 @@ def prediction_report(scan, lung_mask: np.ndarray, candidates, summary: Mapping[
     if p is not None and threshold is not None:
         verdict = "above" if p >= threshold else "below"
         lines.append(f"({verdict} the validation threshold {threshold:.2f})")
-    lines.append(f"nodule candidates: {len(candidates)}")
+    # a table re-ranked by lunglib.inference.rerank_candidates lists the reducer's score first
+    reranked = "reducer_score" in candidates.columns
+    lines.append(f"nodule candidates: {len(candidates)}"
+                 + (", by reducer score (p)" if reranked and len(candidates) else ""))
     if top is not None:
-        lines += [f"  #{int(r.candidate)}: p {r.peak_prob:.2f}, {r.diameter_mm:.1f} mm, "
-                  f"slice {int(round(r.centroid_z))}" for r in top.itertuples()]
-    lines += [f"note: {n}" for n in summary.get("notes", [])]
+        lines += [f"  #{int(r.candidate)}: "
+                  + (f"{r.reducer_score:.2f} (p {r.peak_prob:.2f})" if reranked
+                     else f"p {r.peak_prob:.2f}")
+                  + f", {r.diameter_mm:.1f} mm, slice {int(round(r.centroid_z))}"
+                  for r in top.itertuples()]
+    lines += [textwrap.fill(f"note: {n}", 44, subsequent_indent="  ")
+              for n in summary.get("notes", [])]
     lines.append("research software: not for diagnosis")
     text.text(0, 1, "\n".join(lines), va="top", fontsize=9, family="monospace", wrap=True)
     lo, hi = window_limits("lung")
