@@ -11,14 +11,15 @@ I/O             :mod:`lunglib.io` -- DICOM series, NIfTI / DICOM SEG export, QC 
 data            :mod:`lunglib.datasets` (public dataset layouts), :mod:`lunglib.synthetic`
 preprocessing   :mod:`lunglib.preprocess` -- HU volumes to model-ready arrays, and their cache
 augmentation    :mod:`lunglib.augment` -- rotation, flipping, scaling, translation
-models          :mod:`lunglib.models` -- the CNN, the U-Net, saved bundles
+models          :mod:`lunglib.models` -- the CNN, the U-Net, saved bundles, shipped real-data models
 training        :mod:`lunglib.training` -- data for a model, fitting, mining, tuning
 inference       :mod:`lunglib.inference` -- sliding windows over a scan, nodule candidates
 evaluation      :mod:`lunglib.evaluation` -- patient splits, classification/segmentation metrics
 recipes         :mod:`lunglib.recipes` -- complete experiments: train, choose on validation, test
 visualisation   :mod:`lunglib.viz` -- viewers, montages, Grad-CAM
 application     :mod:`lunglib.course`, :mod:`lunglib.pipeline`, :mod:`lunglib.predict`,
-                :mod:`lunglib.report` (the run report page), :mod:`lunglib.cli`
+                :mod:`lunglib.characterize`, :mod:`lunglib.report` (the run report page),
+                :mod:`lunglib.cli`
 ==============  =================================================================================
 
 The names below are the course's main entry points. Importing ``lunglib`` is cheap: each name is
@@ -46,6 +47,7 @@ __getattr__, __dir__, _exports = lazy_loader.attach(
         "pipeline": ["run_course"],
         "report": ["build_report"],
         "predict": ["predict_scan"],
+        "characterize": ["characterize_scan"],
     },
 )
 __all__ = [*_exports, "__version__"]

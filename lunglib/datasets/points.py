@@ -311,8 +311,8 @@ def _voc(path: Path, scan: CTScan) -> AnnotationPoints:
         boxes.extend({"slice": where[xml.stem], **box} for box in parsed)
     if elsewhere:
         notes.append(f"{len(elsewhere)} box file(s) name slices that are not in this series "
-                     f"(e.g. {elsewhere[0]}); their boxes were left out -- load that series to "
-                     "use them")
+                     "(another series of the study); their boxes were left out -- load that "
+                     "series with --series-uid to use them")
     if not boxes:
         raise ValueError(
             f"{path}: none of the {len(files)} box file(s) names a slice of the scan's series "

@@ -51,8 +51,10 @@ def characterization_figure(result, path: str | os.PathLike, max_nodules: int = 
             continue
         extent_mm = (0, view.patch_hu.shape[1] * view.pixel_mm[1],
                      view.patch_hu.shape[0] * view.pixel_mm[0], 0)
-        for ax in (patch_ax, outline_ax):
-            ax.imshow(view.patch_hu, cmap="gray", vmin=lo, vmax=hi, extent=extent_mm)
+        patch_ax.imshow(view.patch_hu, cmap="gray", vmin=lo, vmax=hi, extent=extent_mm)
+        soft_lo, soft_hi = window_limits("mediastinum")
+        outline_ax.imshow(view.patch_hu, cmap="gray", vmin=soft_lo, vmax=soft_hi,
+                          extent=extent_mm)
         patch_ax.set_title(f"nodule {row['nodule']}: slice {row['slice']} (lung window)",
                            fontsize=9)
         patch_ax.plot([2, 12], [extent_mm[2] - 3] * 2, color="white", linewidth=2)
@@ -67,7 +69,7 @@ def characterization_figure(result, path: str | os.PathLike, max_nodules: int = 
             handles.append(Line2D([], [], color="tab:red", linestyle="dashed",
                                   label="readers' consensus"))
         outline_ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.8)
-        outline_ax.set_title("outline", fontsize=9)
+        outline_ax.set_title("outline (soft-tissue window)", fontsize=9)
         text_ax.text(0, 1, "\n".join(_lines(row)), va="top", fontsize=9, family="monospace")
     fig.suptitle(f"lunglib characterize -- patient {result.patient_key}   (research software: "
                  "not for diagnosis)", fontsize=10)
