@@ -364,3 +364,34 @@ def characterize_scan(
         result.files["json"] = out / "nodules.json"
         write_text_atomic(result.files["json"], json.dumps(result.summary(), indent=2))
     return result
+
+
+def characterize_batch(
+    folder: str | os.PathLike,
+    output_dir: str | os.PathLike,
+    at: list[str] | None = None,
+    voxel: bool = False,
+    annotation: str | os.PathLike | None = None,
+    num_parts: int = 1,
+    part_id: int = 0,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """:func:`characterize_scan` on every scan of a folder (:func:`lunglib.batch.run_batch`).
+
+    ``annotation`` is read against each scan in turn, so one LUNA16 ``annotations.csv`` (rows
+    matched by series UID or file name) serves a folder of LUNA16 volumes; a scan it has no row
+    for is listed as failed with that reason. The summary (``summary.csv``) adds
+    ``n_nodules``, ``n_outlined`` and ``max_malignancy`` per scan.
+    """
+    from lunglib.batch import run_batch
+
+    def work(item: Path, out: Path) -> dict[str, object]:
+        result = characterize_scan(item, at=at, voxel=voxel, annotation=annotation,
+                                   output_dir=out)
+        found = result.table[result.table["found"]] if len(result.table) else result.table
+        return {"patient_key": result.patient_key, "n_nodules": len(result.table),
+                "n_outlined": len(found),
+                "max_malignancy": float(found["malignancy"].max()) if len(found) else np.nan}
+
+    return run_batch(folder, output_dir, work, ["n_nodules", "n_outlined", "max_malignancy"],
+                     num_parts, part_id, progress, desc="characterizing")

@@ -41,6 +41,9 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from lunglib.io.dicom import DicomLoadError, list_series, load_scan
     from lunglib.io.image import image_suffix
 
+    if args.batch:
+        return _load_batch(args)
+
     try:
         series = [] if image_suffix(args.path) else list_series(args.path)
         scan = load_scan(args.path, series_uid=args.series_uid)
@@ -55,6 +58,29 @@ def _cmd_load(args: argparse.Namespace) -> int:
     for key, value in scan.describe().items():
         print(f"{key:>22}: {value}")
     return 0
+
+
+def _load_batch(args: argparse.Namespace) -> int:
+    """``load --batch``: one line per scan of a folder and a ``summary.csv``."""
+    from lunglib.batch import run_batch
+    from lunglib.io.dicom import load_scan
+
+    def work(item: Path, out: Path) -> dict[str, object]:
+        info = load_scan(item).describe()
+        qc = info["qc"]
+        return {"patient_key": info["patient_key"], "shape_zyx": info["shape_zyx"],
+                "spacing_zyx_mm": info["spacing_zyx_mm"],
+                "qc": qc if isinstance(qc, str) else " | ".join(qc)}
+
+    output = args.output or Path("load")
+    try:
+        summary = run_batch(args.path, output, work, ["shape_zyx", "spacing_zyx_mm", "qc"],
+                            desc="loading")
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary.drop(columns=["reason"]).to_string(index=False))
+    return _batch_exit(summary, output, "loaded; summary.csv")
 
 
 def _run(args: argparse.Namespace, output: Path) -> int:
@@ -161,10 +187,15 @@ def _predict_batch(args: argparse.Namespace) -> int:
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    return _batch_exit(summary, output, "predicted")
+
+
+def _batch_exit(summary, output: Path, done: str) -> int:
+    """Name the failed scans on stderr, count the rest; exit code 1 when any scan failed."""
     failed = summary[summary["status"] != "ok"]
     for row in failed.itertuples():
         print(f"failed: {row.scan}: {row.reason}", file=sys.stderr)
-    print(f"{len(summary) - len(failed)} of {len(summary)} scan(s) predicted into {output}")
+    print(f"{len(summary) - len(failed)} of {len(summary)} scan(s) {done} into {output}")
     return 1 if len(failed) else 0
 
 
@@ -174,11 +205,21 @@ def _cmd_characterize(args: argparse.Namespace) -> int:
               "annotation file", file=sys.stderr)
         return 2
     _quiet_tensorflow(args.verbose)
-    from lunglib.characterize import characterize_scan
+    from lunglib.batch import scan_name
+    from lunglib.characterize import characterize_batch, characterize_scan
     from lunglib.io.dicom import DicomLoadError
     from lunglib.models.bundle import BundleFormatError
-    from lunglib.predict import scan_name
 
+    if args.batch:
+        output = args.output or Path("characterize")
+        try:
+            summary = characterize_batch(args.scan, output, at=args.at, voxel=args.voxel,
+                                         annotation=args.annotation, num_parts=args.num_parts,
+                                         part_id=args.part_id)
+        except (FileNotFoundError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return _batch_exit(summary, output, "characterized")
     output = args.output or Path("characterize") / scan_name(Path(args.scan))
     try:
         result = characterize_scan(args.scan, at=args.at, voxel=args.voxel,
@@ -261,6 +302,10 @@ def build_parser() -> argparse.ArgumentParser:
     load.add_argument("path", type=Path, help="a folder of one patient's DICOM files, or one "
                       "NIfTI/NRRD/MetaImage volume")
     load.add_argument("--series-uid", default=None)
+    load.add_argument("--batch", action="store_true",
+                      help="PATH is a folder of scans: one line each, and a summary.csv")
+    load.add_argument("--output", type=Path, default=None,
+                      help="with --batch: where summary.csv goes (default: ./load)")
     load.set_defaults(func=_cmd_load)
 
     fetch = sub.add_parser("fetch", help="download public CT series from TCIA (LIDC-IDRI, "
@@ -320,6 +365,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "a CSV of points (x_mm,y_mm,z_mm or x,y,z voxel columns)")
     characterize.add_argument("--output", type=Path, default=None,
                               help="default: ./characterize/<scan folder or file name>")
+    characterize.add_argument("--batch", action="store_true",
+                              help="SCAN is a folder of scans (each sub-folder and each volume "
+                              "file is one); --from is read against each; a summary.csv")
+    characterize.add_argument("--num-parts", type=int, default=1,
+                              help="with --batch: split the scans into this many parts ...")
+    characterize.add_argument("--part-id", type=int, default=0,
+                              help="... and do part K (0-based): one job per part")
     characterize.add_argument("--series-uid", default=None)
     characterize.add_argument("--verbose", action="store_true",
                               help="let TensorFlow print its native log lines")

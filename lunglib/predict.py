@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from lunglib.batch import run_batch
 from lunglib.inference import (
     candidate_mask,
     context_step_for,
@@ -248,29 +249,6 @@ def predict_scan(
     return result
 
 
-def batch_items(folder: str | os.PathLike) -> list[Path]:
-    """The scans of a batch folder, sorted: each volume file and each sub-folder is one scan.
-
-    Hidden entries and files that are not NIfTI/NRRD/MetaImage volumes (a MetaImage ``.raw``,
-    a CSV beside the scans) are not scans.
-    """
-    from lunglib.io.image import image_suffix
-
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"batch folder {folder} does not exist")
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".")
-                  and (p.is_dir() or image_suffix(p) is not None))
-
-
-def scan_name(path: Path) -> str:
-    """A batch item's name: the folder's name, or the file's without its volume ending."""
-    from lunglib.io.image import image_suffix
-
-    suffix = image_suffix(path)
-    return path.name[: -len(suffix)] if suffix and path.is_file() else path.name
-
-
 def predict_batch(
     folder: str | os.PathLike,
     model_dir: str | os.PathLike,
@@ -279,12 +257,13 @@ def predict_batch(
     part_id: int = 0,
     progress: bool = True,
 ) -> pd.DataFrame:
-    """:func:`predict_scan` on every scan of a folder, one output folder each, surviving failures.
+    """:func:`predict_scan` on every scan of a folder, one output folder each, surviving failures
+    (:func:`lunglib.batch.run_batch`).
 
     Parameters
     ----------
     folder : path-like
-        Holds the scans (:func:`batch_items`): DICOM folders and/or volume files.
+        Holds the scans (:func:`lunglib.batch.batch_items`): DICOM folders and/or volume files.
     model_dir : path-like
         As for :func:`predict_scan`.
     output_dir : path-like
@@ -304,32 +283,11 @@ def predict_batch(
         ``patient_key`` (the pseudonym), ``status`` (``ok`` or ``failed``), ``reason`` (why it
         failed, naming the file), ``cancer_probability``, ``n_candidates``, ``warnings``.
     """
-    if num_parts < 1 or not 0 <= part_id < num_parts:
-        raise ValueError(f"need num_parts >= 1 and 0 <= part_id < num_parts, got "
-                         f"num_parts={num_parts}, part_id={part_id}")
-    from tqdm.auto import tqdm
+    def work(item: Path, out: Path) -> dict[str, object]:
+        result = predict_scan(item, model_dir, out)
+        return {"patient_key": result.patient_key,
+                "cancer_probability": result.cancer_probability,
+                "n_candidates": len(result.candidates), "warnings": " | ".join(result.warnings)}
 
-    items = batch_items(folder)[part_id::num_parts]
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for item in tqdm(items, desc="predicting", unit="scan", disable=not progress):
-        name = scan_name(item)
-        row: dict[str, object] = {"scan": name, "patient_key": "", "status": "failed",
-                                  "reason": "", "cancer_probability": np.nan,
-                                  "n_candidates": np.nan, "warnings": ""}
-        try:
-            result = predict_scan(item, model_dir, out / name)
-        except Exception as exc:  # one bad scan must not stop the batch: record it, go on
-            row["reason"] = f"{type(exc).__name__}: {exc}"
-        else:
-            row.update(patient_key=result.patient_key, status="ok",
-                       cancer_probability=result.cancer_probability,
-                       n_candidates=len(result.candidates),
-                       warnings=" | ".join(result.warnings))
-        rows.append(row)
-    summary = pd.DataFrame(rows, columns=["scan", "patient_key", "status", "reason",
-                                          "cancer_probability", "n_candidates", "warnings"])
-    name = "summary.csv" if num_parts == 1 else f"summary_part{part_id}of{num_parts}.csv"
-    write_text_atomic(out / name, summary.to_csv(index=False))
-    return summary
+    return run_batch(folder, output_dir, work, ["cancer_probability", "n_candidates", "warnings"],
+                     num_parts, part_id, progress, desc="predicting")

@@ -32,7 +32,7 @@ LAYERS: dict[int, set[str]] = {
     8: {"evaluation"},
     9: {"recipes"},
     10: {"viz"},
-    11: {"", "course", "pipeline", "predict", "characterize", "report", "cli", "__main__"},
+    11: {"", "course", "pipeline", "predict", "characterize", "batch", "report", "cli", "__main__"},
 }
 LAYER_OF = {name: rank for rank, names in LAYERS.items() for name in names}
 

@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import SimpleITK as sitk
 
@@ -133,3 +134,30 @@ def test_the_cli_prints_the_answer_without_tensorflow_noise(lidc):
                               str(lidc["scan"].source)], capture_output=True, text=True,
                              timeout=600)
     assert missing.returncode == 2 and "--at" in missing.stderr
+
+
+def test_a_batch_folder_with_a_broken_scan_characterises_the_rest(lidc, tmp_path):
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    sitk.WriteImage(lidc["scan"].to_sitk(), str(folder / "case.nii.gz"))
+    (folder / "broken.nii.gz").write_bytes(b"not a volume")
+    row = lidc["result"].table.iloc[0]
+    at = f"{row['x_mm']},{row['y_mm']},{row['z_mm']}"
+    run = subprocess.run([sys.executable, "-m", "lunglib", "characterize", str(folder),
+                          "--batch", "--at", at, "--output", str(tmp_path / "out")],
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 1, run.stderr  # one scan failed
+    assert "failed: broken: " in run.stderr and "broken.nii.gz" in run.stderr
+    summary = pd.read_csv(tmp_path / "out" / "summary.csv").set_index("scan")
+    assert summary.loc["case", "status"] == "ok" and summary.loc["broken", "status"] == "failed"
+    assert summary.loc["case", "n_outlined"] == 1
+    assert summary.loc["case", "max_malignancy"] == pytest.approx(row["malignancy"], rel=1e-6)
+    written = pd.read_csv(tmp_path / "out" / "case" / "nodules.csv")
+    assert written["long_axis_mm"].iloc[0] == pytest.approx(row["long_axis_mm"], rel=1e-6)
+
+    loaded = subprocess.run([sys.executable, "-m", "lunglib", "load", str(folder), "--batch",
+                             "--output", str(tmp_path / "load")], capture_output=True, text=True,
+                            timeout=600)
+    assert loaded.returncode == 1 and "failed: broken: " in loaded.stderr
+    table = pd.read_csv(tmp_path / "load" / "summary.csv").set_index("scan")
+    assert table.loc["case", "shape_zyx"] == str(lidc["scan"].shape)
