@@ -50,7 +50,7 @@ MIN_AREA_FRACTION = 0.25
 
 COLUMNS = ("nodule", "z", "y", "x", "x_mm", "y_mm", "z_mm", "slice", "long_axis_mm",
            "short_axis_mm", "area_mm2", "volume_mm3", "slices", "mean_hu", "malignancy",
-           "malignant_at_threshold", "dice_consensus", "found")
+           "malignant_at_threshold", "dice_consensus", "outline_clipped", "found")
 """Columns of ``nodules.csv`` (plus what the annotation file adds, e.g. the readers' ratings)."""
 
 
@@ -272,6 +272,8 @@ def characterize_nodule(
         "mean_hu": float(patch[outline].mean()),
         "malignancy": malignancy_probability(patch, outline, pixel_mm),
         "dice_consensus": float(dice(reference, outline)) if reference is not None else None,
+        "outline_clipped": bool(outline[0].any() or outline[-1].any() or outline[:, 0].any()
+                                or outline[:, -1].any()),
         "found": True,
     })
     _, malignancy_info = load_pretrained("malignancy")
@@ -348,6 +350,10 @@ def characterize_scan(
         if not row["found"]:
             notes.append(f"nodule {number}: the outline model found nothing at the point "
                          f"({row['x_mm']:.1f}, {row['y_mm']:.1f}, {row['z_mm']:.1f}) mm")
+        elif row["outline_clipped"]:
+            notes.append(f"nodule {number}: the outline reaches the edge of the model's "
+                         f"{view.patch_hu.shape[0]}-pixel patch; the nodule is larger than "
+                         "what the model sees, so its sizes are lower bounds")
     table = pd.DataFrame(rows)
     ordered = [c for c in COLUMNS if c in table] + [c for c in table if c not in COLUMNS]
     result = Characterization(scan.patient_key, table[ordered], views, {}, notes)
