@@ -282,6 +282,17 @@ def _cmd_fetch(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _add_batch_arguments(parser: argparse.ArgumentParser, outputs: str) -> None:
+    """``--batch``, ``--num-parts`` and ``--part-id`` (:mod:`lunglib.batch`)."""
+    parser.add_argument("--batch", action="store_true",
+                        help="SCAN is a folder of scans (each sub-folder and each volume file "
+                        f"is one); {outputs}")
+    parser.add_argument("--num-parts", type=int, default=1,
+                        help="with --batch: split the scans into this many parts ...")
+    parser.add_argument("--part-id", type=int, default=0,
+                        help="... and do part K (0-based): one job per part")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m lunglib",
@@ -338,13 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", type=Path, default=None,
                          help="default: <model>/predictions/<scan folder name>")
     predict.add_argument("--series-uid", default=None)
-    predict.add_argument("--batch", action="store_true",
-                         help="SCAN is a folder of scans (each sub-folder and each volume file "
-                         "is one); one output folder each and a summary.csv")
-    predict.add_argument("--num-parts", type=int, default=1,
-                         help="with --batch: split the scans into this many parts ...")
-    predict.add_argument("--part-id", type=int, default=0,
-                         help="... and do part K (0-based): one job per part")
+    _add_batch_arguments(predict, "one output folder each and a summary.csv")
     predict.add_argument("--verbose", action="store_true",
                          help="let TensorFlow print its native log lines (CUDA, CPU features)")
     predict.set_defaults(func=_cmd_predict)
@@ -365,13 +370,8 @@ def build_parser() -> argparse.ArgumentParser:
                               "a CSV of points (x_mm,y_mm,z_mm or x,y,z voxel columns)")
     characterize.add_argument("--output", type=Path, default=None,
                               help="default: ./characterize/<scan folder or file name>")
-    characterize.add_argument("--batch", action="store_true",
-                              help="SCAN is a folder of scans (each sub-folder and each volume "
-                              "file is one); --from is read against each; a summary.csv")
-    characterize.add_argument("--num-parts", type=int, default=1,
-                              help="with --batch: split the scans into this many parts ...")
-    characterize.add_argument("--part-id", type=int, default=0,
-                              help="... and do part K (0-based): one job per part")
+    _add_batch_arguments(characterize, "--from is read against each; one output folder each "
+                         "and a summary.csv")
     characterize.add_argument("--series-uid", default=None)
     characterize.add_argument("--verbose", action="store_true",
                               help="let TensorFlow print its native log lines")
