@@ -200,7 +200,9 @@ def build_cnn(
 
     optimizer = keras.optimizers.Adam(learning_rate=learning_rate)
     if n_classes == 2:
-        outputs = layers.Dense(1, activation="sigmoid", kernel_regularizer=reg, name="output")(x)
+        # float32 head: under mixed precision a float16 sigmoid rounds small probabilities away
+        outputs = layers.Dense(1, activation="sigmoid", kernel_regularizer=reg, dtype="float32",
+                               name="output")(x)
         model = keras.Model(inputs, outputs, name=name)
         model.compile(
             optimizer=optimizer,
@@ -209,7 +211,8 @@ def build_cnn(
         )
     else:
         outputs = layers.Dense(
-            n_classes, activation="softmax", kernel_regularizer=reg, name="output"
+            n_classes, activation="softmax", kernel_regularizer=reg, dtype="float32",
+            name="output"
         )(x)
         model = keras.Model(inputs, outputs, name=name)
         model.compile(
@@ -301,11 +304,11 @@ def convolutionalize(
     x = fc(x)
     fc.set_weights([kernel.reshape(*feature_shape, dense.units), bias])
     out_kernel, out_bias = output.get_weights()
-    out = conv(1, 1, activation="sigmoid", name="output_as_conv")
+    out = conv(1, 1, activation="sigmoid", dtype="float32", name="output_as_conv")
     probability_map = out(x)
     out.set_weights([out_kernel.reshape((1,) * len(feature_shape[:-1]) + out_kernel.shape),
                      out_bias])
     if reduce == "none":
         return keras.Model(inputs, probability_map, name=f"{model.name}_map")
-    outputs = global_max(name="most_suspicious_patch")(probability_map)
+    outputs = global_max(dtype="float32", name="most_suspicious_patch")(probability_map)
     return keras.Model(inputs, outputs, name=f"{model.name}_sliding")

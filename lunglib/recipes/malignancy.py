@@ -270,7 +270,7 @@ def build_malignancy_cnn(
         return base
     import keras
 
-    aux = keras.layers.Dense(n_aux, activation="sigmoid", name="aux")(
+    aux = keras.layers.Dense(n_aux, activation="sigmoid", dtype="float32", name="aux")(
         base.get_layer("dropout_dense").output)
     model = keras.Model(base.input, {"output": base.output, "aux": aux}, name="multitask_cnn")
     model.compile(

@@ -5,7 +5,8 @@ epoch-wise augmented batches; :mod:`~lunglib.training.patches` -- 2D HU nodule p
 input; :mod:`~lunglib.training.sampling` -- segmentation patches around nodules and a model's false
 positives; :mod:`~lunglib.training.fit` -- seeding, class weights, :func:`train_model` and
 :func:`predict_proba`; :mod:`~lunglib.training.mining` -- hard negatives;
-:mod:`~lunglib.training.tune` -- Grid and Random Search.
+:mod:`~lunglib.training.tune` -- Grid and Random Search; :mod:`~lunglib.training.precision` --
+mixed precision on a GPU.
 
 Importing this package is cheap; TensorFlow loads when a training function is first used.
 """
@@ -27,6 +28,7 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "fit": ["class_weights", "predict_proba", "set_seed", "train_model"],
         "mining": ["hard_negatives"],
         "patches": ["patch_inputs"],
+        "precision": ["PRECISIONS", "gpu_available", "set_precision"],
         "tune": [
             "CNNHyperModel",
             "best_config",
