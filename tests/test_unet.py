@@ -39,8 +39,11 @@ def test_loss_and_metrics_on_known_masks():
     truth[:, 2:6, 2:6] = 1
     perfect = np.clip(truth, 0.001, 0.999)
     inverse = 1.0 - perfect
-    assert float(dice_bce_loss(truth, perfect)) < 0.01
-    assert float(dice_bce_loss(truth, inverse)) > 5.0
+    loss = np.asarray(dice_bce_loss(truth, perfect))
+    assert loss.shape == (2,) and loss.max() < 0.01  # one value per sample, Keras averages them
+    assert np.asarray(dice_bce_loss(truth, inverse)).min() > 5.0
+    mixed = np.asarray(dice_bce_loss(truth, np.stack([perfect[0], inverse[1]])))
+    assert mixed[0] == pytest.approx(loss[0], rel=1e-5) and mixed[1] > 5.0
     half = truth.copy()
     half[:, 2:6, 4:6] = 0  # predicts 8 of the 16 foreground pixels
     assert float(dice_coef(truth, half)) == pytest.approx(2 * 8 / 24, abs=1e-5)

@@ -18,18 +18,20 @@ _SMOOTH = 1.0
 
 @keras.saving.register_keras_serializable(package="lunglib")
 def dice_bce_loss(y_true, y_pred, smooth: float = _SMOOTH):
-    """Mean binary cross-entropy plus ``1 - soft Dice``, the Dice taken per sample.
+    """Binary cross-entropy plus ``1 - soft Dice`` of each sample (Keras averages the batch).
 
     The per-sample soft Dice uses additive smoothing ``smooth`` so that a patch with no nodule
-    and no predicted foreground scores 1 (no loss) instead of 0/0.
+    and no predicted foreground scores 1 (no loss) instead of 0/0. One value per sample, not a
+    batch mean, so that Keras reduces it -- under a ``tf.distribute`` strategy it then divides by
+    the global batch, where a pre-averaged scalar would be summed over the replicas.
     """
     y_true = ops.cast(y_true, y_pred.dtype)
-    bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred))
     axes = tuple(range(1, len(y_pred.shape)))
+    bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=axes[:-1])
     intersection = ops.sum(y_true * y_pred, axis=axes)
     total = ops.sum(y_true, axis=axes) + ops.sum(y_pred, axis=axes)
     soft_dice = (2.0 * intersection + smooth) / (total + smooth)
-    return bce + 1.0 - ops.mean(soft_dice)
+    return bce + 1.0 - soft_dice
 
 
 def _hard_overlap(y_true, y_pred, threshold: float):

@@ -230,6 +230,7 @@ def train_lidc_unet(
     learning_rate: float = 1e-3,
     deterministic: bool = False,
     verbose: int = 2,
+    strategy=None,
 ) -> TrainedUnet:
     """Train one U-Net of the recipe on the ``train`` rows, selecting weights on the ``val`` rows.
 
@@ -263,22 +264,28 @@ def train_lidc_unet(
         Also enable TensorFlow op determinism (:func:`lunglib.training.set_seed`).
     verbose : int, default 2
         Keras ``fit`` verbosity (2: one line per epoch).
+    strategy : tf.distribute.Strategy, optional
+        Build and train under it (:mod:`lunglib.training.distribute`); ``batch_size`` is then
+        per replica. None: one device.
 
     Returns
     -------
     TrainedUnet
     """
     import keras
+    import tensorflow as tf
 
     from lunglib.models import build_unet, resize_unet
-    from lunglib.training import set_seed, train_model
+    from lunglib.training import global_batch_size, set_seed, train_model
 
     if schedule not in SCHEDULES:
         raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
     keras.backend.clear_session()
     set_seed(seed, deterministic=deterministic)
-    model = build_unet((crop, crop, channels), depth=depth, filters=filters, dropout=0.1,
-                       learning_rate=learning_rate)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        model = build_unet((crop, crop, channels), depth=depth, filters=filters, dropout=0.1,
+                           learning_rate=learning_rate)
+    batch_size = global_batch_size(batch_size, strategy)
     if schedule == "cosine":
         cosine = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=epochs)
         callbacks = [keras.callbacks.LearningRateScheduler(lambda epoch: float(cosine(epoch)))]
@@ -297,6 +304,7 @@ def train_lidc_unet(
         monitor="val_loss",
         callbacks=callbacks,
         verbose=verbose,
+        strategy=strategy,
     )
     seconds = time.perf_counter() - start
     # The network is fully convolutional: the same weights run on the whole padded patch.

@@ -6,7 +6,7 @@ input; :mod:`~lunglib.training.sampling` -- segmentation patches around nodules 
 positives; :mod:`~lunglib.training.fit` -- seeding, class weights, :func:`train_model` and
 :func:`predict_proba`; :mod:`~lunglib.training.mining` -- hard negatives;
 :mod:`~lunglib.training.tune` -- Grid and Random Search; :mod:`~lunglib.training.precision` --
-mixed precision on a GPU.
+mixed precision on a GPU; :mod:`~lunglib.training.distribute` -- ``tf.distribute`` strategies.
 
 Importing this package is cheap; TensorFlow loads when a training function is first used.
 """
@@ -29,6 +29,8 @@ __getattr__, __dir__, __all__ = lazy_loader.attach(
         "mining": ["hard_negatives"],
         "patches": ["patch_inputs"],
         "precision": ["PRECISIONS", "gpu_available", "set_precision"],
+        "distribute": ["STRATEGY_KINDS", "get_strategy", "global_batch_size",
+                       "scaled_learning_rate"],
         "tune": [
             "CNNHyperModel",
             "best_config",

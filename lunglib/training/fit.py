@@ -19,6 +19,7 @@ import tensorflow as tf
 from sklearn.utils.class_weight import compute_class_weight
 
 from lunglib.training.data import Data, to_dataset
+from lunglib.training.distribute import check_built_under, global_batch_size
 
 
 def set_seed(seed: int, deterministic: bool = True) -> None:
@@ -64,6 +65,7 @@ def train_model(
     seed: int | None = None,
     callbacks: Sequence[keras.callbacks.Callback] = (),
     verbose: int = 0,
+    strategy: tf.distribute.Strategy | None = None,
 ) -> keras.callbacks.History:
     """Fit ``model`` with early stopping on the validation split, restoring the best weights.
 
@@ -73,7 +75,8 @@ def train_model(
         A compiled model, e.g. from :func:`lunglib.models.build_cnn`.
     train_data, val_data
         ``(x, y)`` arrays or batched ``tf.data.Dataset`` of ``(x, y)``. Arrays are batched with
-        ``batch_size``; the training arrays are shuffled (seeded) and augmented.
+        ``batch_size`` per replica; the training arrays are shuffled (seeded) and augmented.
+        Datasets are used as given (batch them by the global batch size).
     epochs, patience
         At most ``epochs`` passes; stop after ``patience`` epochs without improvement of
         ``monitor``. The best epoch's weights are put back at the end, whether training stopped
@@ -95,6 +98,10 @@ def train_model(
         Shuffle seed for training arrays.
     callbacks
         Extra Keras callbacks.
+    strategy
+        A ``tf.distribute`` strategy the model was built and compiled under
+        (:func:`lunglib.training.distribute.get_strategy`); each step then takes ``batch_size``
+        examples per replica. None: TensorFlow's default strategy.
 
     Returns
     -------
@@ -114,6 +121,8 @@ def train_model(
         raise ValueError(
             "augment applies to training arrays only; map it into your training dataset instead"
         )
+    check_built_under(model, strategy)
+    batch_size = global_batch_size(batch_size, strategy)
     train_ds = to_dataset(train_data, batch_size, shuffle=True, augment=augment, seed=seed)
     val_ds = to_dataset(val_data, batch_size)
 

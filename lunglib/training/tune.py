@@ -32,6 +32,7 @@ import pandas as pd
 
 from lunglib.io import write_text_atomic
 from lunglib.models import build_cnn, feature_size
+from lunglib.training.distribute import replicas
 from lunglib.training.fit import class_weights
 
 SEARCH_SPACE: dict[str, list] = {
@@ -174,6 +175,7 @@ class CNNHyperModel(kt.HyperModel):
         if unknown:
             raise ValueError(f"unknown fixed argument(s) {sorted(unknown)}")
         self.seconds: dict[str, float] = {}
+        self.replicas = 1  # set by run_search under a tf.distribute strategy
 
     def build(self, hp: kt.HyperParameters) -> keras.Model:
         # every hyperparameter is declared here, fit-time ones too, so the grid sees the full space
@@ -195,7 +197,8 @@ class CNNHyperModel(kt.HyperModel):
         return self.fixed.get(key, DEFAULT_FIT[key])
 
     def fit(self, hp: kt.HyperParameters, model: keras.Model, *args, **kwargs):
-        kwargs["batch_size"] = self._fit_value(hp, "batch_size")
+        # the searched batch size is per replica (lunglib.training.distribute)
+        kwargs["batch_size"] = self._fit_value(hp, "batch_size") * self.replicas
         kwargs["epochs"] = self._fit_value(hp, "epochs")
         return model.fit(*args, **kwargs)
 
@@ -279,8 +282,15 @@ def make_tuner(
     objective: str = "val_auc",
     seed: int = 42,
     project_name: str | None = None,
+    strategy=None,
 ):
     """A fresh (``overwrite=True``) grid or random tuner scoring trials on ``objective``.
+
+    With a ``tf.distribute`` ``strategy``, keras-tuner builds and fits every trial under it
+    (its ``distribution_strategy``); the searched ``batch_size`` is per replica. For a search
+    over several hosts, keras-tuner's own chief/worker mode runs one oracle (the chief, with the
+    ``KERASTUNER_TUNER_ID=chief``, ``KERASTUNER_ORACLE_IP`` and ``KERASTUNER_ORACLE_PORT``
+    environment variables) and any number of workers that each train trials.
 
     Grid Search refuses a space with a :class:`LogUniform` range and a grid holding a
     configuration that does not fit the model's input (it would fail mid-search).
@@ -310,6 +320,7 @@ def make_tuner(
         overwrite=True,
         max_seconds=max_seconds,
         max_consecutive_failed_trials=1,
+        distribution_strategy=strategy,
     )
 
 
@@ -344,6 +355,7 @@ def run_search(
     fixed: Mapping | None = None,
     class_weight: str | dict | None = "balanced",
     patience: int | None = None,
+    strategy=None,
 ) -> pd.DataFrame:
     """Run Grid Search or Random Search; every trial is scored on the validation split.
 
@@ -372,6 +384,8 @@ def run_search(
         ``"balanced"``, a dict or None (as in :func:`lunglib.training.train_model`).
     patience
         Early stopping on ``objective`` inside each trial; None trains every epoch.
+    strategy
+        A ``tf.distribute`` strategy for every trial (:func:`make_tuner`); None: one device.
 
     Returns
     -------
@@ -387,7 +401,9 @@ def run_search(
         directory = tempfile.mkdtemp(prefix="lunglib_tune_")
     keras.utils.set_random_seed(seed)
     hypermodel = CNNHyperModel(x_train.shape[1:], space, fixed)
-    tuner = make_tuner(kind, hypermodel, directory, max_trials, max_seconds, objective, seed)
+    hypermodel.replicas = replicas(strategy)
+    tuner = make_tuner(kind, hypermodel, directory, max_trials, max_seconds, objective, seed,
+                       strategy=strategy)
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"class_weight must be 'balanced', a dict or None, got {class_weight}")
