@@ -72,6 +72,16 @@ SCRIPT = textwrap.dedent('''
                        space={"n_conv_layers": [1], "learning_rate": [1e-3]},
                        fixed={"filters": 4, "dense_units": 8, "dropout": 0.0, "epochs": 1,
                               "batch_size": 8}, seed=7, strategy=mirrored)
+    from lunglib.recipes.malignancy import train_malignancy_classifier
+
+    labels = y.astype(int)
+    for aux in (None, rng.uniform(size=(64, 2)).astype(np.float32)):  # plain and multitask
+        classifier = train_malignancy_classifier(
+            x, y, labels, np.arange(48), np.arange(48, 64), seeds=(7,), epochs=2, patience=2,
+            config={"n_conv_layers": 1, "filters": 4, "dense_units": 8, "dropout": 0.1},
+            aux=aux, batch_size=8, tta=False, strategy=mirrored)
+        key = "malignancy_" + ("plain" if aux is None else "multitask")
+        out[key] = [float(v) for v in classifier.val_pred]
     out["search_trials"] = len(frame)
     out["search_score"] = float(frame["score"].iloc[0])
     print("RESULT " + json.dumps(out))
@@ -104,8 +114,11 @@ def test_arrays_are_batched_per_replica(mirrored_run):
     assert mirrored_run["array_loss"][-1] < mirrored_run["array_loss"][0]
 
 
-def test_a_search_runs_its_trials_under_the_strategy(mirrored_run):
+def test_a_search_and_the_malignancy_recipe_run_under_the_strategy(mirrored_run):
     assert mirrored_run["search_trials"] == 1 and 0.0 <= mirrored_run["search_score"] <= 1.0
+    for key in ("malignancy_plain", "malignancy_multitask"):
+        pred = np.array(mirrored_run[key])
+        assert pred.shape == (16,) and np.all((pred >= 0) & (pred <= 1)), key
 
 
 def test_batch_and_learning_rate_rules_and_refusals(monkeypatch):

@@ -347,6 +347,7 @@ def train_malignancy_classifier(
     augment: bool = True,
     tta: bool = True,
     threshold_rule: str = "accuracy",
+    strategy=None,
 ) -> MalignancyClassifier:
     """Train one model per seed, stop early on validation, choose the threshold on validation.
 
@@ -383,6 +384,9 @@ def train_malignancy_classifier(
     threshold_rule : str
         :func:`lunglib.evaluation.choose_threshold` rule; ``"accuracy"`` maximises validation
         accuracy.
+    strategy : tf.distribute.Strategy, optional
+        Build and train every member under it (:mod:`lunglib.training.distribute`);
+        ``batch_size`` is then per replica. None: one device.
 
     Returns
     -------
@@ -391,32 +395,36 @@ def train_malignancy_classifier(
     import tensorflow as tf
 
     from lunglib.augment import dihedral_augment
-    from lunglib.training import set_seed, train_model
+    from lunglib.training import global_batch_size, set_seed, train_model
 
     val_fit = val_idx[labels[val_idx] >= 0]
     models = []
     for seed in seeds:
         set_seed(seed)
-        model = build_malignancy_cnn(x.shape[1:], 0 if aux is None else aux.shape[1], aux_weight,
-                                     config)
+        with (strategy or tf.distribute.get_strategy()).scope():
+            model = build_malignancy_cnn(x.shape[1:], 0 if aux is None else aux.shape[1],
+                                         aux_weight, config)
         if aux is None:
             train_model(model, (x[train_idx], target[train_idx]), (x[val_fit], labels[val_fit]),
                         epochs=epochs, patience=patience, batch_size=batch_size,
                         class_weight=class_weight, monitor="val_loss",
-                        augment=dihedral_augment if augment else None, seed=seed)
+                        augment=dihedral_augment if augment else None, seed=seed,
+                        strategy=strategy)
             models.append(model)
             continue
+        global_batch = global_batch_size(batch_size, strategy)
         train = tf.data.Dataset.from_tensor_slices(
             (x[train_idx], {"output": target[train_idx], "aux": aux[train_idx]})
         ).shuffle(len(train_idx), seed=seed)
         if augment:
             train = train.map(dihedral_augment)
-        train = train.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+        train = train.batch(global_batch).prefetch(tf.data.AUTOTUNE)
         val = tf.data.Dataset.from_tensor_slices(
             (x[val_fit], {"output": labels[val_fit].astype(np.float32), "aux": aux[val_fit]})
-        ).batch(batch_size)
+        ).batch(global_batch)
         train_model(model, train, val, epochs=epochs, patience=patience,
-                    class_weight=class_weight, monitor="val_output_loss", seed=seed)
+                    class_weight=class_weight, monitor="val_output_loss", seed=seed,
+                    strategy=strategy)
         models.append(_malignancy_head(model))
     val_pred = predict_malignancy(models, x[val_idx], tta=tta)
     rated = labels[val_idx] >= 0
