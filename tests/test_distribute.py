@@ -82,6 +82,15 @@ SCRIPT = textwrap.dedent('''
             aux=aux, batch_size=8, tta=False, strategy=mirrored)
         key = "malignancy_" + ("plain" if aux is None else "multitask")
         out[key] = [float(v) for v in classifier.val_pred]
+    from lunglib.recipes.whole_scan import WholeScanConfig, train_whole_scan_segmenter
+
+    config = WholeScanConfig(patch=16, context=0, filters=4, dropout=0.0, batch_size=8,
+                             epochs=3, hard_round=False, learning_rate=1e-2)
+    patches = (x[:48], masks[:48])
+    segmenter = train_whole_scan_segmenter({}, [], config, seed=7, patches=patches,
+                                           validation=(x[48:], masks[48:]), strategy=mirrored)
+    out["whole_scan_loss"] = segmenter.history["loss"].tolist()
+    out["whole_scan_replicas"] = segmenter.final.distribute_strategy.num_replicas_in_sync
     out["search_trials"] = len(frame)
     out["search_score"] = float(frame["score"].iloc[0])
     print("RESULT " + json.dumps(out))
@@ -119,6 +128,12 @@ def test_a_search_and_the_malignancy_recipe_run_under_the_strategy(mirrored_run)
     for key in ("malignancy_plain", "malignancy_multitask"):
         pred = np.array(mirrored_run[key])
         assert pred.shape == (16,) and np.all((pred >= 0) & (pred <= 1)), key
+
+
+def test_the_whole_scan_segmenter_trains_on_both_replicas(mirrored_run):
+    loss = mirrored_run["whole_scan_loss"]
+    assert mirrored_run["whole_scan_replicas"] == 2 and len(loss) == 3
+    assert loss[-1] < loss[0]
 
 
 def test_batch_and_learning_rate_rules_and_refusals(monkeypatch):

@@ -230,17 +230,23 @@ def training_patches(
     return _model_inputs(np.concatenate(xs), np.concatenate(ys), config.context)
 
 
-def build_segmenter(config: WholeScanConfig, seed: int):
+def build_segmenter(config: WholeScanConfig, seed: int, strategy=None):
     """A compiled 2.5D U-Net for ``config``'s patches, its weights drawn from ``seed`` (Keras's
-    global seed is set first, so the same seed gives the same model and training draws)."""
+    global seed is set first, so the same seed gives the same model and training draws).
+
+    Built under ``strategy``'s scope when one is given (:mod:`lunglib.training.distribute`), so
+    that :func:`fit_segmenter` can train it on every replica.
+    """
     import keras
+    import tensorflow as tf
 
     from lunglib.models import build_unet
 
     keras.utils.set_random_seed(seed)
-    return build_unet((config.patch, config.patch, 2 * config.context + 1), depth=config.depth,
-                      filters=config.filters, dropout=config.dropout,
-                      batch_norm=config.batch_norm, learning_rate=config.learning_rate)
+    with (strategy or tf.distribute.get_strategy()).scope():
+        return build_unet((config.patch, config.patch, 2 * config.context + 1),
+                          depth=config.depth, filters=config.filters, dropout=config.dropout,
+                          batch_norm=config.batch_norm, learning_rate=config.learning_rate)
 
 
 def fit_segmenter(
@@ -251,8 +257,13 @@ def fit_segmenter(
     epochs: int,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
     augment_seed: int | None = None,
+    strategy=None,
 ) -> pd.DataFrame:
     """Train ``model`` for ``epochs`` on patches ``(x, y)``; its per-epoch history.
+
+    Under a ``strategy`` (the model built in its scope, :func:`build_segmenter`)
+    ``config.batch_size`` is per replica: each step takes ``batch_size`` x replicas patches
+    (:func:`lunglib.training.global_batch_size`).
 
     With ``config.restore_best`` (and ``validation``) the model ends with the weights of the
     epoch of lowest validation loss, not the last epoch's.
@@ -262,14 +273,18 @@ def fit_segmenter(
     drawn from ``augment_seed``); otherwise Keras shuffles the arrays. ``validation`` patches
     are only evaluated, never augmented.
     """
+    from lunglib.training.distribute import check_built_under, global_batch_size
+
+    check_built_under(model, strategy)
+    batch_size = global_batch_size(config.batch_size, strategy)
     if config.augment:
         from lunglib.augment import dihedral_patches
         from lunglib.training import EpochAugmented
 
-        data = {"x": EpochAugmented(x, y, dihedral_patches, batch_size=config.batch_size,
+        data = {"x": EpochAugmented(x, y, dihedral_patches, batch_size=batch_size,
                                     seed=augment_seed)}
     else:
-        data = {"x": x, "y": y, "batch_size": config.batch_size}
+        data = {"x": x, "y": y, "batch_size": batch_size}
     callbacks = []
     if config.restore_best and validation is not None:
         import keras
@@ -374,6 +389,7 @@ def train_whole_scan_segmenter(
     rng: np.random.Generator | None = None,
     patches: tuple[np.ndarray, np.ndarray] | None = None,
     validation: tuple[np.ndarray, np.ndarray] | None = None,
+    strategy=None,
 ) -> TrainedSegmenter:
     """Train the 2.5D U-Net on the training patients: round 1, then the hard-negative round.
 
@@ -396,6 +412,9 @@ def train_whole_scan_segmenter(
         of an ensemble.
     validation : (x, y), optional
         Validation patches, evaluated after every epoch for the training curves.
+    strategy : tf.distribute.Strategy, optional
+        Build and train both rounds under it (:mod:`lunglib.training.distribute`);
+        ``config.batch_size`` is then per replica. None: one device.
 
     Returns
     -------
@@ -404,9 +423,10 @@ def train_whole_scan_segmenter(
     config = WholeScanConfig() if config is None else config
     rng = np.random.default_rng(seed) if rng is None else rng
     x, y = training_patches(cases, train_ids, config, rng) if patches is None else patches
-    model = build_segmenter(config, seed)
+    model = build_segmenter(config, seed, strategy)
     start = time.perf_counter()
-    history = fit_segmenter(model, x, y, config, config.epochs, validation, augment_seed=seed)
+    history = fit_segmenter(model, x, y, config, config.epochs, validation, augment_seed=seed,
+                            strategy=strategy)
     seconds = {"round 1": time.perf_counter() - start}
     if not config.hard_round:
         return TrainedSegmenter(model, None, history, seconds=seconds)
@@ -419,7 +439,8 @@ def train_whole_scan_segmenter(
     # Fine-tune the same model (its optimizer state goes on), with a fresh augmentation stream.
     hard_seed = int(np.random.SeedSequence([seed, 2]).generate_state(1)[0])
     hard_history = fit_segmenter(model, np.concatenate([x, x_hard]), np.concatenate([y, y_hard]),
-                                 config, config.hard_epochs, validation, augment_seed=hard_seed)
+                                 config, config.hard_epochs, validation, augment_seed=hard_seed,
+                                 strategy=strategy)
     seconds["round 2"] = time.perf_counter() - start
     return TrainedSegmenter(round1, model, history, hard_history, len(x_hard), fired, seconds)
 
@@ -529,6 +550,7 @@ def run_whole_scan_recipe(
     min_volumes_mm3: Sequence[float] = MIN_VOLUMES_MM3,
     min_peaks: Sequence[float] = (0.0,),
     keep_maps: bool = False,
+    strategy=None,
 ) -> WholeScanResult:
     """The whole recipe: train, segment the validation and test scans, choose, score the test.
 
@@ -552,6 +574,9 @@ def run_whole_scan_recipe(
         The post-processing grid searched on validation for every variant.
     keep_maps : bool, default False
         Keep every variant's probability maps in the result (e.g. to save them).
+    strategy : tf.distribute.Strategy, optional
+        Train every member under it (:func:`train_whole_scan_segmenter`); inference runs as
+        before.
 
     Returns
     -------
@@ -573,7 +598,8 @@ def run_whole_scan_recipe(
     alone, training, seconds = [], [], {}
     for k in range(members):  # only the running sum of the members' maps is kept
         trained = train_whole_scan_segmenter(cases, parts["train"], config, seed=seed + k,
-                                             rng=rng, patches=patches, validation=validation)
+                                             rng=rng, patches=patches, validation=validation,
+                                             strategy=strategy)
         training.append({"model_seed": seed + k,
                          **{f"{name.replace(' ', '')}_min": s / 60
                             for name, s in trained.seconds.items()},
