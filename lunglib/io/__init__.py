@@ -2,7 +2,8 @@
 
 :mod:`~lunglib.io.dicom` reads a CT series into Hounsfield units with its geometry, through the
 stages in :mod:`~lunglib.io.series` (headers, series choice), :mod:`~lunglib.io.geometry` (slice
-order, duplicates, spacing) and :mod:`~lunglib.io.pixels` (decoding to HU);
+order, duplicates, spacing) and :mod:`~lunglib.io.pixels` (decoding to HU), with pydicom or,
+for plain files, the faster dicomsdl (:mod:`~lunglib.io.fastread`);
 :mod:`~lunglib.io.image` reads one-file volumes (NIfTI, NRRD, MetaImage) with SimpleITK;
 :mod:`~lunglib.io.export` writes masks as NIfTI or DICOM SEG; :mod:`~lunglib.io.qc` is the one
 record of a data-quality problem; :mod:`~lunglib.io.atomic` writes files all-or-nothing.

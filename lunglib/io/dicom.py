@@ -45,6 +45,13 @@ a single slice                                 ``DicomLoadError`` unless ``allow
 mixed image sizes or orientations              ``DicomLoadError`` naming an odd file
 =============================================  ===================================================
 
+Two libraries can read the files (:mod:`~lunglib.io.fastread`): dicomsdl, several times faster,
+for a series whose files are all plain (uncompressed little-endian 16-bit images), and pydicom,
+the reference, for everything else. The volume, geometry and findings are the same either way;
+``CTScan.metadata["reader"]`` says which one read the scan and ``metadata["reader_note"]`` why
+pydicom did when dicomsdl was asked first. ``load_scan(..., reader="pydicom")`` (or
+``LUNGLIB_DICOM_READER=pydicom``) forces the reference.
+
 Nothing that identifies the patient is kept: a :class:`CTScan` holds a pseudonymous key (a keyed
 hash of the DICOM PatientID under this installation's secret, :mod:`lunglib.io.pseudonym`) and a
 de-identified metadata view.
@@ -65,6 +72,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lunglib.io import fastread
 from lunglib.io.deid import safe_description
 from lunglib.io.geometry import (
     check_consistent,
@@ -80,6 +88,7 @@ from lunglib.io.qc import QCFinding
 from lunglib.io.series import (
     DicomLoadError,
     Header,
+    ReaderUnfit,
     SeriesInfo,
     choose_series,
     list_series,
@@ -139,7 +148,9 @@ class CTScan:
     qc : list of QCFinding
         What was found and repaired while loading.
     metadata : dict
-        A de-identified view of acquisition facts (modality, kernel, thickness, ...).
+        A de-identified view of acquisition facts (modality, kernel, thickness, ...); for DICOM
+        input also ``reader`` ("dicomsdl" or "pydicom", the library that read the files) and,
+        when pydicom read a series dicomsdl was asked to, ``reader_note`` (why).
     source : str
         The folder or file the scan came from.
     """
@@ -234,6 +245,7 @@ def load_scan(
     allow_single_slice: bool = False,
     spacing_tolerance: float = 0.01,
     workers: int | None = None,
+    reader: str | None = None,
 ) -> CTScan:
     """Load one patient's CT series from a folder of DICOM files (or one volume file).
 
@@ -257,6 +269,12 @@ def load_scan(
     workers : int, optional
         Threads that read and decode files; default 1. Parsing holds Python's GIL, so more
         threads only help where reads wait on slow (network) storage.
+    reader : {"auto", "dicomsdl", "pydicom"}, optional
+        Which library reads the DICOM files; default ``$LUNGLIB_DICOM_READER``, else ``"auto"``:
+        dicomsdl when the chosen series can be read by it exactly as pydicom reads it (every
+        file uncompressed, little endian, one frame of 16-bit pixels, nothing unusual), pydicom
+        otherwise. ``"dicomsdl"`` raises instead of falling back; ``"pydicom"`` always reads
+        with the reference. ``metadata["reader"]`` records which one did.
 
     Returns
     -------
@@ -267,6 +285,9 @@ def load_scan(
     ------
     DicomLoadError
         When no usable CT volume can be read; the message names the file and the reason.
+        With ``reader="dicomsdl"``, also when dicomsdl cannot read the series exactly.
+    ValueError
+        For an unknown ``reader`` or ``workers`` below 1.
 
     Notes
     -----
@@ -288,11 +309,53 @@ def load_scan(
     path = Path(path)
     if workers is not None and workers < 1:
         raise ValueError(f"workers must be at least 1, got {workers}")
+    choice = fastread.requested_reader(reader)
     from lunglib.io import image  # imports CTScan from here: loaded on first use
 
     if image.image_suffix(path) is not None and not path.is_dir():
         return image.read_image_file(path)
-    headers, qc = read_headers(path, workers=workers)
+    args = (path, series_uid, series_description, allow_single_slice, spacing_tolerance, workers)
+    note = None
+    if choice != "pydicom":
+        try:
+            if fastread.unavailable() is not None:
+                raise ReaderUnfit(str(fastread.unavailable()))
+            return _read_series(*args, reader="dicomsdl")
+        except ReaderUnfit as unfit:
+            note = f"dicomsdl not used: {unfit}"
+            if choice == "dicomsdl":
+                raise DicomLoadError(
+                    f"{path}: reader='dicomsdl' cannot read this series exactly as pydicom "
+                    f"does ({unfit}); use reader='auto' or 'pydicom'") from unfit
+        except DicomLoadError:
+            if choice == "dicomsdl":
+                raise
+            # pydicom, the reference, decides what is wrong (it reads the same headers)
+            note = "dicomsdl not used: the dicomsdl pass stopped with an error"
+    scan = _read_series(*args, reader="pydicom")
+    if note is not None:
+        scan.metadata["reader_note"] = note
+    return scan
+
+
+def _read_series(
+    path: Path,
+    series_uid: str | None,
+    series_description: str | None,
+    allow_single_slice: bool,
+    spacing_tolerance: float,
+    workers: int | None,
+    reader: str,
+) -> CTScan:
+    """The stages of :func:`load_scan` for a DICOM folder or file, with one ``reader``.
+
+    Raises
+    ------
+    ReaderUnfit
+        (``reader="dicomsdl"``) when the chosen series has a file dicomsdl's path cannot read
+        exactly as pydicom does.
+    """
+    headers, qc = read_headers(path, workers=workers, reader=reader)
     uid, members = choose_series(path, headers, series_uid, series_description, qc)
     first = members[0]
     check_consistent(uid, members)
@@ -300,6 +363,10 @@ def load_scan(
     row_spacing, col_spacing = pixel_spacing(uid, members, qc)
     check_rescale(uid, members, qc)
     slices = place_slices(uid, members, qc)
+    if reader == "dicomsdl":  # after the header checks, so that their errors come first
+        problem = fastread.series_problem(members)
+        if problem is not None:
+            raise ReaderUnfit(problem)
     volume, usable = decode_slices(uid, slices.headers, first, workers, qc)
     slices, volume = drop_duplicates(uid, slices, volume, usable, qc)
     volume, z_spacing, slice_uids = slice_spacing(
@@ -308,6 +375,7 @@ def load_scan(
     iop = np.asarray(first.orientation, float)
     patient_id = str(first.ds.get("PatientID", "")) or str(first.ds.get("StudyInstanceUID", uid))
     metadata = _metadata(members)
+    metadata["reader"] = reader
     return CTScan(
         hu=volume,
         spacing=(z_spacing, row_spacing, col_spacing),

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from lunglib.io.qc import QCFinding
-from lunglib.io.series import MAX_IMAGE_SIDE, DicomLoadError, Header, decimals, slice_normal
+from lunglib.io.series import MAX_IMAGE_SIDE, DicomLoadError, Header, slice_normal
 
 
 def sphere_diameter_mm(volume_mm3: float) -> float:
@@ -213,7 +213,7 @@ def pixel_spacing(uid: str, members: list[Header],
     spacings: dict[tuple[float, float], list[Header]] = {}
     missing = []
     for h in members:
-        value = decimals(h.ds, "PixelSpacing")
+        value = h.pixel_spacing
         if value is None:
             missing.append(h)
             continue

@@ -8,10 +8,15 @@ The decoding stages of :func:`lunglib.io.dicom.load_scan`:
   ``RescaleSlope``/``RescaleIntercept``; values below the lowest CT number and the scanner's
   padding (``PixelPaddingValue``) become air. A file whose pixels cannot be read is skipped and
   recorded; only a series without any usable slice is an error.
+
+The stored values come from pydicom (the reference: a view of plain 16-bit pixel bytes, else
+``pixel_array``) or, for a series :mod:`~lunglib.io.fastread` read, straight from the file into
+the volume; the HU conversion is one function for both.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -20,8 +25,9 @@ import pydicom.uid
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_decoder, pixel_array
 
+from lunglib.io import fastread
 from lunglib.io.qc import QCFinding
-from lunglib.io.series import DicomLoadError, Header, decimals, short_error, thread_map
+from lunglib.io.series import DicomLoadError, Header, ReaderUnfit, short_error, thread_map
 
 AIR_HU = -1000
 LOWEST_CT_HU = -1024
@@ -32,7 +38,6 @@ _DECODER_PACKAGES: tuple[tuple[Sequence[str], str], ...] = (
     (pydicom.uid.JPEGTransferSyntaxes, "pylibjpeg pylibjpeg-libjpeg"),
     (pydicom.uid.RLETransferSyntaxes, "pylibjpeg pylibjpeg-rle"),
 )
-_NATIVE_LITTLE_ENDIAN = (pydicom.uid.ExplicitVRLittleEndian, pydicom.uid.ImplicitVRLittleEndian)
 
 
 class _SkipSlice(Exception):
@@ -44,10 +49,8 @@ class _SkipSlice(Exception):
         self.reason = reason
 
 
-def _transfer_syntax(ds: Dataset) -> pydicom.uid.UID | None:
-    meta = getattr(ds, "file_meta", None)
-    uid = meta.get("TransferSyntaxUID") if meta is not None else None
-    return pydicom.uid.UID(str(uid)) if uid else None
+def _transfer_syntax(h: Header) -> pydicom.uid.UID | None:
+    return pydicom.uid.UID(h.syntax) if h.syntax else None
 
 
 def _install_hint(syntax: pydicom.uid.UID) -> str:
@@ -59,7 +62,7 @@ def _install_hint(syntax: pydicom.uid.UID) -> str:
 
 def _check_decoder(h: Header) -> None:
     """Raise when ``h`` is compressed and pydicom has no decoder for its transfer syntax."""
-    syntax = _transfer_syntax(h.ds)
+    syntax = _transfer_syntax(h)
     if syntax is None or not syntax.is_compressed:
         return
     try:
@@ -84,15 +87,14 @@ def check_decoders(members: list[Header]) -> None:
     DicomLoadError
         For the first transfer syntax in the series without an installed decoder.
     """
-    first_by_syntax = {str(_transfer_syntax(h.ds)): h for h in reversed(members)}
+    first_by_syntax = {h.syntax: h for h in reversed(members)}
     for h in first_by_syntax.values():
         _check_decoder(h)
 
 
-def _padding_range(ds: Dataset, raw: np.ndarray) -> tuple[int, int] | None:
+def _padding_range(padding: tuple[int, ...], raw: np.ndarray) -> tuple[int, int] | None:
     """Stored values marking padding (PixelPaddingValue [.. PixelPaddingRangeLimit]), if any."""
-    values = [ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit")]
-    values = [int(v) for v in values if isinstance(v, int)]
+    values = list(padding)
     if not values:
         return None
     if raw.dtype.kind == "i":
@@ -102,64 +104,42 @@ def _padding_range(ds: Dataset, raw: np.ndarray) -> tuple[int, int] | None:
     return min(values), max(values)
 
 
-def _little_endian_us(ds: Dataset, tag: int) -> int | None:
-    """A one-value US element of a little-endian dataset as an int (None when absent), read
-    from its raw bytes when pydicom has not converted it yet (as ``decimals`` does)."""
-    elem = ds.get_item(tag)
-    if elem is None:
-        return None
-    value = elem.value
-    if isinstance(value, bytes):
-        return int.from_bytes(value[:2], "little") if len(value) >= 2 else None
-    return value if isinstance(value, int) else None
-
-
-def _native_pixels(
-    ds: Dataset, syntax: pydicom.uid.UID, shape: tuple[int, ...]
-) -> np.ndarray | None:
+def _native_pixels(h: Header, ds: Dataset, shape: tuple[int, ...]) -> np.ndarray | None:
     """The pixel bytes of a plain 16-bit little-endian image as a read-only array, or None.
 
     This is what ``pixel_array(ds, view_only=True)`` returns for the layout almost every CT
     is stored in: one frame, one sample, all 16 allocated bits used. pydicom first gathers
     about twenty decoding options from the header, which costs more per file than the view
-    itself; here only the five tags that decide the layout are read. With fewer bits stored
-    than allocated (12 of 16 is common) pydicom clears the unused high bits; the view is used
-    only when they are clear already (or, for signed pixels, a proper sign extension), so the
-    values are the same. Anything else -- compressed, big endian, 8 or 32 bits, several frames
-    or samples, too few bytes, unused bits in use -- returns None and goes to pydicom.
+    itself; here only the tags that decide the layout are read
+    (:class:`~lunglib.io.series.PixelLayout`). With fewer bits stored than allocated (12 of 16
+    is common) pydicom clears the unused high bits; the view is used only when they are clear
+    already (or, for signed pixels, a proper sign extension), so the values are the same.
+    Anything else -- compressed, big endian, 8 or 32 bits, several frames or samples, too few
+    bytes, unused bits in use -- returns None and goes to pydicom.
     """
-    if syntax not in _NATIVE_LITTLE_ENDIAN:
-        return None
-    bits_allocated, bits_stored, samples, signed = (_little_endian_us(ds, tag) for tag in (
-        0x00280100, 0x00280101, 0x00280002, 0x00280103))  # tags: pydicom's keyword lookup is slow
-    if bits_allocated != 16 or bits_stored is None or not 1 <= bits_stored <= 16 or (
-        samples not in (None, 1) or signed not in (0, 1) or (
-            0x00280008 in ds and ds.get("NumberOfFrames") != 1)
-    ):
+    layout = h.layout
+    if layout is None or layout.problem() is not None:
         return None
     data = ds.PixelData
     n_values = shape[0] * shape[1]
     if not isinstance(data, bytes) or len(data) < 2 * n_values:
         return None
-    raw = np.frombuffer(data, dtype="<i2" if signed else "<u2", count=n_values).reshape(shape)
-    if bits_stored < 16:
-        low, high = (-(1 << (bits_stored - 1)), (1 << (bits_stored - 1)) - 1) if signed else (
-            0, (1 << bits_stored) - 1)
-        if (signed and raw.min() < low) or raw.max() > high:
-            return None
-    return raw
+    dtype = "<i2" if layout.signed else "<u2"
+    raw = np.frombuffer(data, dtype=dtype, count=n_values).reshape(shape)
+    return raw if layout.bits_clear(raw) else None
 
 
-def _slice_to_hu(h: Header, out: np.ndarray) -> bool:
-    """Decode one file into ``out`` (int16 HU, padding as air); True if it had rescale tags."""
+def _pydicom_stored_values(h: Header, shape: tuple[int, ...]) -> np.ndarray:
+    """The stored values of a file read by pydicom: a view of plain pixel bytes, else
+    ``pixel_array`` (which decodes compressed data)."""
     ds = h.ds
     if "PixelData" not in ds:
         raise _SkipSlice("missing_pixel_data", "the file has no pixel data (PixelData missing)")
-    syntax = _transfer_syntax(ds) or pydicom.uid.ImplicitVRLittleEndian
+    syntax = _transfer_syntax(h) or pydicom.uid.ImplicitVRLittleEndian
     try:
-        # A read-only view of uncompressed pixel bytes, not a copy: the HU conversion below
-        # writes into the volume anyway (compressed data is decoded as usual).
-        raw = _native_pixels(ds, syntax, out.shape)
+        # A read-only view of uncompressed pixel bytes, not a copy: the HU conversion writes
+        # into the volume anyway (compressed data is decoded as usual).
+        raw = _native_pixels(h, ds, shape)
         if raw is None:
             raw = pixel_array(ds, view_only=True)
     except Exception as exc:  # truncated bytes, corrupt compressed streams, bad group 0028
@@ -170,15 +150,32 @@ def _slice_to_hu(h: Header, out: np.ndarray) -> bool:
                 f"may read it ({_install_hint(syntax)})"
             )
         raise _SkipSlice("unreadable_file", reason) from exc
+    return raw
+
+
+def _slice_to_hu(h: Header, out: np.ndarray) -> bool:
+    """Decode one file into ``out`` (int16 HU, padding as air); True if it had rescale tags."""
+    if h.reader == "dicomsdl":
+        raw = fastread.stored_values(h, out)  # in ``out`` itself: converted in place below
+    else:
+        raw = _pydicom_stored_values(h, out.shape)
     if raw.shape != out.shape:
         raise _SkipSlice(
             "unreadable_file", f"expected one {out.shape[0]}x{out.shape[1]} image, got {raw.shape}"
         )
-    slope, intercept = decimals(ds, "RescaleSlope"), decimals(ds, "RescaleIntercept")
-    has_rescale = slope is not None and intercept is not None
-    slope = slope[0] if slope is not None else 1.0
-    intercept = intercept[0] if intercept is not None else 0.0
-    padding = _padding_range(ds, raw)
+    has_rescale = h.slope is not None and h.intercept is not None
+    to_hu(raw, 1.0 if h.slope is None else h.slope, 0.0 if h.intercept is None else h.intercept,
+          _padding_range(h.padding, raw), out)
+    return has_rescale
+
+
+def to_hu(
+    raw: np.ndarray, slope: float, intercept: float, padding: tuple[int, int] | None,
+    out: np.ndarray,
+) -> None:
+    """Write ``raw * slope + intercept`` (rounded, int16) into ``out``, with air (-1000) below
+    LOWEST_CT_HU and at the stored ``padding`` values. ``raw`` may be ``out`` itself (or its
+    uint16 view): every mask is taken before ``out`` is written."""
     shift = int(intercept) if slope == 1 and intercept.is_integer() else None
     if shift is not None and shift <= 0 and (
         raw.dtype == np.int16 or (raw.dtype == np.uint16 and int(raw.max()) + shift < 2**15)
@@ -192,14 +189,13 @@ def _slice_to_hu(h: Header, out: np.ndarray) -> bool:
             air |= (raw >= padding[0]) & (raw <= padding[1])
         np.add(raw.view(np.int16), np.int16(shift), out=out)
         np.copyto(out, np.int16(AIR_HU), where=air)
-        return has_rescale
+        return
     hu = np.rint(raw.astype(np.float64) * slope + intercept)
     air = hu < LOWEST_CT_HU
     if padding is not None:
         air |= (raw >= padding[0]) & (raw <= padding[1])
     hu[air] = AIR_HU
     out[...] = np.minimum(hu, np.iinfo(np.int16).max)
-    return has_rescale
 
 
 def check_rescale(uid: str, members: list[Header], findings: list[QCFinding]) -> None:
@@ -223,12 +219,11 @@ def check_rescale(uid: str, members: list[Header], findings: list[QCFinding]) ->
     given: dict[tuple[float, float], int] = {}
     absent = []
     for h in members:
-        slope, intercept = decimals(h.ds, "RescaleSlope"), decimals(h.ds, "RescaleIntercept")
-        if slope is None and intercept is None:
+        if h.slope is None and h.intercept is None:
             absent.append(h)
             continue
-        values = (slope[0] if slope else 1.0, intercept[0] if intercept else 0.0)
-        if not all(np.isfinite(values)) or values[0] == 0:
+        values = (1.0 if h.slope is None else h.slope, 0.0 if h.intercept is None else h.intercept)
+        if not all(map(math.isfinite, values)) or values[0] == 0:
             raise DicomLoadError(
                 f"{h.path}: RescaleSlope {values[0]:g} and RescaleIntercept {values[1]:g} cannot "
                 "turn stored values into HU (a slope must be a finite non-zero number, the "
@@ -243,7 +238,7 @@ def check_rescale(uid: str, members: list[Header], findings: list[QCFinding]) ->
             "known (leave the file out)")
     (slope, intercept), = given
     for h in absent:
-        h.ds.RescaleSlope, h.ds.RescaleIntercept = slope, intercept
+        h.slope, h.intercept = slope, intercept
         findings.append(QCFinding(
             "missing_rescale", f"RescaleSlope/RescaleIntercept absent in this slice; the "
             f"series' other {sum(given.values())} slices all give slope {slope:g} and intercept "
@@ -297,6 +292,8 @@ def decode_slices(
             return _slice_to_hu(placed[i], volume[i])
         except _SkipSlice as skip:
             return skip
+        except ReaderUnfit:  # the series goes back to pydicom as a whole
+            raise
         except Exception as exc:  # an invalid value in a tag the conversion reads
             return _SkipSlice("unreadable_file",
                               f"could not be converted to HU ({short_error(exc)})")

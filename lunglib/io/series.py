@@ -4,7 +4,10 @@ The first stages of :func:`lunglib.io.dicom.load_scan`:
 
 * :func:`read_headers` reads every candidate file once (headers, and pixel bytes unless the
   folder is very large) and turns what cannot be read into :class:`~lunglib.io.qc.QCFinding`
-  objects instead of errors, so that one damaged file does not cost the whole series;
+  objects instead of errors, so that one damaged file does not cost the whole series. Its
+  ``reader`` is pydicom (the reference) or dicomsdl (:mod:`~lunglib.io.fastread`, which parses
+  plain files several times faster and leaves every other file to pydicom); either way each
+  file becomes one :class:`Header` holding the same values;
 * :func:`choose_series` groups the files by SeriesInstanceUID, picks the series to load (the one
   asked for, or the axial CT series with the most images), drops localizer images from it and
   refuses anything that is not CT.
@@ -14,6 +17,7 @@ The first stages of :func:`lunglib.io.dicom.load_scan`:
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,6 +27,7 @@ from typing import TypeVar
 
 import numpy as np
 import pydicom
+import pydicom.uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
@@ -53,6 +58,12 @@ MAX_IMAGE_FILE_BYTES = 64 * 2**20
 
 class DicomLoadError(ValueError):
     """A DICOM folder or file could not be turned into a CT volume; the message says why."""
+
+
+class ReaderUnfit(Exception):
+    """The dicomsdl reader cannot read this series exactly as pydicom does; the message says
+    why, without file names or patient data. :func:`~lunglib.io.dicom.load_scan` then reads the
+    series with pydicom and records the reason in the scan's metadata."""
 
 
 @dataclass
@@ -87,33 +98,161 @@ class SeriesInfo:
 # Reading headers
 
 
+#: Transfer syntaxes whose pixel data are the stored values, little endian, one after another.
+NATIVE_LITTLE_ENDIAN = (
+    str(pydicom.uid.ImplicitVRLittleEndian), str(pydicom.uid.ExplicitVRLittleEndian))
+
+
+@dataclass(frozen=True)
+class PixelLayout:
+    """The tags that say how a natively stored image lays out its pixel bytes.
+
+    Only files of a native little-endian transfer syntax have one (:attr:`Header.layout`); the
+    values are read as written, None when a tag is absent.
+    """
+
+    bits_allocated: int | None
+    bits_stored: int | None
+    samples: int | None
+    signed: int | None
+    single_frame: bool
+
+    def problem(self) -> str | None:
+        """Why the pixel bytes are not one plain image of 16-bit stored values (None when they
+        are): then they are read directly; otherwise pydicom's ``pixel_array`` decodes them."""
+        if self.bits_allocated != 16:
+            return f"BitsAllocated {self.bits_allocated}, not 16"
+        if self.bits_stored is None or not 1 <= self.bits_stored <= 16:
+            return f"BitsStored {self.bits_stored}, not 1 to 16"
+        if self.samples not in (None, 1):
+            return f"SamplesPerPixel {self.samples}, not 1"
+        if self.signed not in (0, 1):
+            return f"PixelRepresentation {self.signed}, not 0 or 1"
+        if not self.single_frame:
+            return "several frames in one file"
+        return None
+
+    def bits_clear(self, raw: np.ndarray) -> bool:
+        """Whether the stored values ``raw`` (read as 16-bit) use only the BitsStored bits --
+        high bits clear, or a proper sign extension -- so that they are what pydicom's
+        ``pixel_array`` gives; pydicom masks or sign-extends the others."""
+        bits = self.bits_stored or 16
+        if bits >= 16:
+            return True
+        if self.signed:
+            return bool(raw.min() >= -(1 << (bits - 1)) and raw.max() < 1 << (bits - 1))
+        return bool(raw.max() < 1 << bits)
+
+
 @dataclass
 class Header:
-    """One file's dataset plus the header values every stage needs, converted once."""
+    """One file's header values that every stage needs, converted once.
+
+    The stages read these fields only, never the file's dataset, so the two readers (pydicom
+    and dicomsdl) are interchangeable up to here: for the same file they give equal fields
+    (``tests/test_fast_reader.py`` checks it on real and on pydicom's test files).
+    """
 
     path: Path
-    ds: Dataset
     series_uid: str
     sop_uid: str
     size: tuple[int, int]
     orientation: tuple[float, ...] | None
     position: tuple[float, ...] | None
     localizer: bool
+    pixel_spacing: tuple[float, ...] | None
+    #: The first value of RescaleSlope and RescaleIntercept (None when absent).
+    slope: float | None
+    intercept: float | None
+    #: PixelPaddingValue and PixelPaddingRangeLimit, those present, as integers.
+    padding: tuple[int, ...]
+    #: TransferSyntaxUID ("" when absent).
+    syntax: str
+    layout: PixelLayout | None
+    #: "pydicom" or "dicomsdl": which library parsed the header.
+    reader: str = "pydicom"
+    #: Why the dicomsdl reader cannot give this file's stored values exactly as pydicom does
+    #: (it left the file to pydicom, or its pixels are not plain); None when it can, or when
+    #: the pydicom reader read the file.
+    declined: str | None = None
+    #: Where the pixel bytes start in the file (dicomsdl reader: checked against the file's end).
+    pixel_offset: int | None = None
+    #: The pydicom dataset: the file as read (pydicom reader), or its header read on first use of
+    #: :attr:`ds` (dicomsdl reader: only the few files series-level tags are taken from).
+    dataset: Dataset | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def ds(self) -> Dataset:
+        """The file's pydicom dataset, for the tags taken from one file of a series (modality,
+        description, the de-identified metadata, PatientID for the pseudonym)."""
+        if self.dataset is None:
+            try:
+                self.dataset = pydicom.dcmread(self.path, stop_before_pixels=True)
+            except Exception as exc:  # damaged in a way dicomsdl did not notice
+                raise ReaderUnfit("pydicom could not read the header of a file dicomsdl read "
+                                  f"({type(exc).__name__})") from exc
+        return self.dataset
 
     @classmethod
     def from_dataset(cls, path: Path, ds: Dataset) -> Header:
+        """The header values of a file read by pydicom (the reference for every field)."""
         iop = decimals(ds, "ImageOrientationPatient")
         ipp = decimals(ds, "ImagePositionPatient")
+        slope, intercept = decimals(ds, "RescaleSlope"), decimals(ds, "RescaleIntercept")
+        meta = getattr(ds, "file_meta", None)
+        syntax = meta.get("TransferSyntaxUID") if meta is not None else None
+        syntax = str(syntax) if syntax else ""
+        padding = (ds.get("PixelPaddingValue"), ds.get("PixelPaddingRangeLimit"))
         return cls(
             path=path,
-            ds=ds,
+            dataset=ds,
             series_uid=_uid(ds, "SeriesInstanceUID"),
             sop_uid=_uid(ds, "SOPInstanceUID"),
             size=(int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0)),
             orientation=iop if iop is not None and len(iop) == 6 else None,
             position=ipp if ipp is not None and len(ipp) == 3 else None,
-            localizer="LOCALIZER" in [str(v).upper() for v in ds.get("ImageType", [])],
+            localizer=is_localizer(ds.get("ImageType", [])),
+            pixel_spacing=decimals(ds, "PixelSpacing"),
+            slope=slope[0] if slope is not None else None,
+            intercept=intercept[0] if intercept is not None else None,
+            padding=tuple(int(v) for v in padding if isinstance(v, int)),
+            syntax=syntax,
+            # A file without a transfer syntax is decoded as implicit VR little endian.
+            layout=_layout(ds) if syntax in ("", *NATIVE_LITTLE_ENDIAN) else None,
         )
+
+
+def is_localizer(image_type: object) -> bool:
+    """Whether an ImageType value (as pydicom converts it) marks a localizer (scout) image."""
+    return "LOCALIZER" in [str(v).upper() for v in image_type]  # type: ignore[attr-defined]
+
+
+def _little_endian_us(ds: Dataset, tag: int) -> int | None:
+    """A one-value US element of a little-endian dataset as an int (None when absent), read
+    from its raw bytes when pydicom has not converted it yet (as ``decimals`` does)."""
+    elem = ds.get_item(tag)
+    if elem is None:
+        return None
+    value = elem.value
+    if isinstance(value, bytes):
+        return int.from_bytes(value[:2], "little") if len(value) >= 2 else None
+    return value if isinstance(value, int) else None
+
+
+def _layout(ds: Dataset) -> PixelLayout:
+    """The pixel layout tags of a little-endian dataset (by tag: pydicom's keyword lookup is
+    slow)."""
+    try:
+        single_frame = 0x00280008 not in ds or ds.get("NumberOfFrames") == 1
+    except Exception:  # a NumberOfFrames that is not a number: pydicom decodes (or refuses) it
+        single_frame = False
+    return PixelLayout(
+        bits_allocated=_little_endian_us(ds, 0x00280100),
+        bits_stored=_little_endian_us(ds, 0x00280101),
+        samples=_little_endian_us(ds, 0x00280002),
+        signed=_little_endian_us(ds, 0x00280103),
+        single_frame=single_frame,
+    )
 
 
 def decimals(ds: Dataset, keyword: str) -> tuple[float, ...] | None:
@@ -127,11 +266,22 @@ def decimals(ds: Dataset, keyword: str) -> tuple[float, ...] | None:
         return None
     value = elem.value
     if isinstance(value, bytes):
-        return tuple(float(v) for v in value.split(b"\\")) if value.strip() else None
+        return raw_decimals(value)
     if value is None or value == "":
         return None
     values = value if isinstance(value, Sequence) and not isinstance(value, str) else [value]
     return tuple(float(v) for v in values)
+
+
+def raw_decimals(value: bytes) -> tuple[float, ...] | None:
+    """The floats of a DS element's raw bytes (``b"1.0\\0.0"``), None when empty; both readers
+    convert DS values with this one function."""
+    return tuple(map(float, value.split(b"\\"))) if value.strip() else None
+
+
+def raw_uid(value: bytes) -> str:
+    """The text of a UI element's raw bytes, trailing padding removed (both readers use it)."""
+    return value.decode("ascii").rstrip("\0 ")
 
 
 def _uid(ds: Dataset, keyword: str) -> str:
@@ -140,7 +290,7 @@ def _uid(ds: Dataset, keyword: str) -> str:
     if elem is None or elem.value is None:
         return ""
     value = elem.value
-    return value.decode("ascii").rstrip("\0 ") if isinstance(value, bytes) else str(value)
+    return raw_uid(value) if isinstance(value, bytes) else str(value)
 
 
 def short_error(exc: BaseException) -> str:
@@ -159,33 +309,56 @@ def thread_map(fn: Callable[[_T], _R], items: Iterable[_T], workers: int | None)
 
 
 def _candidate_files(path: Path) -> list[Path]:
-    """``path`` itself, or every file under it that is not hidden and not an annotation."""
+    """``path`` itself, or every file under it that is not hidden and not an annotation, in
+    sorted path order. Like ``Path.rglob``, it does not descend into linked folders."""
     if path.is_file():
         return [path]
-    files = [
-        p for p in sorted(path.rglob("*"))
-        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(path).parts)
-    ]
-    return [p for p in files if p.suffix.lower() not in _NON_DICOM_SUFFIXES]
+    files: list[Path] = []
+
+    def walk(folder: Path) -> None:
+        try:
+            with os.scandir(folder) as entries:
+                found = list(entries)
+        except PermissionError:
+            return
+        for entry in found:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                if not entry.is_symlink():
+                    walk(folder / entry.name)
+            elif entry.is_file() and Path(entry.name).suffix.lower() not in _NON_DICOM_SUFFIXES:
+                files.append(folder / entry.name)
+
+    walk(path)
+    return sorted(files)
+
+
+def _size_finding(path: Path, size: int) -> QCFinding | None:
+    """The finding for a file that is empty or too big to be one CT image (None otherwise)."""
+    if size == 0:
+        return QCFinding("unreadable_file", "the file is empty (0 bytes); skipped", "warning",
+                         str(path))
+    if size > MAX_IMAGE_FILE_BYTES:
+        return QCFinding(
+            "unreadable_file", f"the file is {size / 2**20:.0f} MB, more than one CT image "
+            f"can need ({MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels of 16 bits and a header "
+            f"fit in {MAX_IMAGE_FILE_BYTES // 2**20} MB); skipped without reading it",
+            "warning", str(path))
+    return None
 
 
 def _read_header(path: Path, pixels: str) -> Header | QCFinding:
-    """One file's :class:`Header`, or the finding that says why it is not an image we can use.
+    """One file's :class:`Header` read by pydicom, or the finding that says why it is not an
+    image we can use.
 
     ``pixels`` is ``"read"`` (the whole file), ``"defer"`` (pixel bytes stay on disk until the
     chosen series decodes them) or ``"skip"`` (header only).
     """
     try:
-        size = path.stat().st_size
-        if size == 0:
-            return QCFinding("unreadable_file", "the file is empty (0 bytes); skipped", "warning",
-                             str(path))
-        if size > MAX_IMAGE_FILE_BYTES:
-            return QCFinding(
-                "unreadable_file", f"the file is {size / 2**20:.0f} MB, more than one CT image "
-                f"can need ({MAX_IMAGE_SIDE} x {MAX_IMAGE_SIDE} pixels of 16 bits and a header "
-                f"fit in {MAX_IMAGE_FILE_BYTES // 2**20} MB); skipped without reading it",
-                "warning", str(path))
+        finding = _size_finding(path, path.stat().st_size)
+        if finding is not None:
+            return finding
         if pixels == "read":
             ds = pydicom.dcmread(path)
         elif pixels == "defer":
@@ -213,13 +386,39 @@ def _read_header(path: Path, pixels: str) -> Header | QCFinding:
                          "warning", str(path))
 
 
+def _read_header_fast(path: Path, pixels: Callable[[], str]) -> Header | QCFinding:
+    """One file's :class:`Header` parsed by dicomsdl, or -- a file dicomsdl leaves alone -- read
+    by pydicom as :func:`_read_header` reads it (so the findings are the same), with the reason
+    in :attr:`Header.declined`."""
+    from lunglib.io import fastread  # it builds Headers, so it imports this module
+
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return _read_header(path, pixels())  # which names the error
+    finding = _size_finding(path, size)
+    if finding is not None:
+        return finding
+    outcome = fastread.read_header(path, size)
+    if isinstance(outcome, Header):
+        return outcome
+    header = _read_header(path, pixels())
+    if isinstance(header, Header):
+        header.declined = outcome
+    return header
+
+
 def read_headers(
-    path: Path, with_pixels: bool = True, workers: int | None = None
+    path: Path, with_pixels: bool = True, workers: int | None = None, reader: str = "pydicom"
 ) -> tuple[list[Header], list[QCFinding]]:
     """Read every candidate file's header (and, if ``with_pixels``, its pixel bytes).
 
-    Reading each file once, whole, is the fastest; for folders larger than
-    ``_READ_WHOLE_LIMIT`` bytes the pixel bytes are left on disk (deferred) instead.
+    With pydicom, reading each file once, whole, is the fastest; for folders larger than
+    ``_READ_WHOLE_LIMIT`` bytes the pixel bytes are left on disk (deferred) instead. With
+    dicomsdl (``reader="dicomsdl"``, see :mod:`~lunglib.io.fastread`) only the headers are read
+    here: the pixels of the chosen series are read straight into the volume later. The files
+    dicomsdl leaves alone are read by pydicom as the pydicom reader reads them, so the findings
+    are the same.
 
     Returns
     -------
@@ -242,10 +441,17 @@ def read_headers(
             f"{path}: the folder is empty (no files besides annotations); "
             "point load_scan at the folder that holds one patient's .dcm files"
         )
-    pixels = "skip"
-    if with_pixels:
-        pixels = "read" if sum(p.stat().st_size for p in files) <= _READ_WHOLE_LIMIT else "defer"
-    results = thread_map(lambda p: _read_header(p, pixels), files, workers)
+
+    @functools.cache
+    def pixels() -> str:  # how pydicom reads: the dicomsdl reader asks only for files it declines
+        if not with_pixels:
+            return "skip"
+        return "read" if sum(p.stat().st_size for p in files) <= _READ_WHOLE_LIMIT else "defer"
+
+    if reader == "dicomsdl":
+        results = thread_map(lambda p: _read_header_fast(p, pixels), files, workers)
+    else:
+        results = thread_map(lambda p: _read_header(p, pixels()), files, workers)
     headers = [r for r in results if isinstance(r, Header)]
     findings = [r for r in results if isinstance(r, QCFinding)]
     if not headers:
@@ -308,13 +514,16 @@ def _preference(info: SeriesInfo) -> tuple:
     return (-info.n_images, number, info.series_uid)
 
 
-def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
+def list_series(path: str | os.PathLike, reader: str | None = None) -> list[SeriesInfo]:
     """List every image series in a folder (recursively), the default choice first.
 
     Parameters
     ----------
     path : path-like
         A folder of DICOM files (any depth), or one file.
+    reader : {"auto", "dicomsdl", "pydicom"}, optional
+        Which library parses the headers, as for :func:`~lunglib.io.dicom.load_scan` (default
+        ``$LUNGLIB_DICOM_READER``, else ``"auto"``); the listing is the same either way.
 
     Returns
     -------
@@ -322,7 +531,23 @@ def list_series(path: str | os.PathLike) -> list[SeriesInfo]:
         Sorted by the order :func:`~lunglib.io.dicom.load_scan` prefers (most images first).
         Holds no patient identifiers, so it is safe to print.
     """
-    headers, _ = read_headers(Path(path), with_pixels=False)
+    from lunglib.io import fastread  # it builds Headers, so it imports this module
+
+    choice = fastread.requested_reader(reader)
+    if choice != "pydicom":
+        try:
+            if fastread.unavailable() is not None:
+                raise ReaderUnfit(str(fastread.unavailable()))
+            return _list_series(Path(path), "dicomsdl")
+        except ReaderUnfit as unfit:
+            if choice == "dicomsdl":
+                raise DicomLoadError(
+                    f"{path}: reader='dicomsdl' cannot list it ({unfit})") from unfit
+    return _list_series(Path(path), "pydicom")
+
+
+def _list_series(path: Path, reader: str) -> list[SeriesInfo]:
+    headers, _ = read_headers(path, with_pixels=False, reader=reader)
     infos = [_series_info(uid, members) for uid, members in _group_by_series(headers).items()]
     return sorted(infos, key=_preference)
 
