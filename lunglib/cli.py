@@ -1,4 +1,4 @@
-"""The command line: ``python -m lunglib {synth,load,fetch,run,demo,report,predict}``.
+"""The command line: ``python -m lunglib {synth,load,fetch,prepare,run,demo,report,predict}``.
 
 Each sub-command is a thin shell over a library function; see ``python -m lunglib -h``.
 """
@@ -109,6 +109,32 @@ def _run(args: argparse.Namespace, output: Path) -> int:
     print(f"report: {result.report}")
     print(f"metrics: {headline(result.metrics)}")
     return 0
+
+
+def _cmd_prepare(args: argparse.Namespace) -> int:
+    """``prepare``: a dataset into the cache, on a LocalCluster or a Dask cluster; counts only."""
+    from lunglib.course import course_settings, open_course_dataset
+    from lunglib.preprocess.cache import cache_dataset, cache_key, remove_stale_files
+    from lunglib.settings import display_path
+
+    try:
+        settings = course_settings(data_dir=args.data_dir or "", labels=args.labels or "",
+                                   size=args.size, n_slices=args.n_slices,
+                                   cache_dir=args.cache_dir or "")
+        dataset = open_course_dataset(args.dataset, settings)
+        if args.cleanup:
+            folder = Path(settings.cache_dir) / cache_key(dataset, settings)
+            removed = remove_stale_files(folder, 0) if folder.is_dir() else 0
+            print(f"removed {removed} leftover temporary file(s)")
+        index = cache_dataset(dataset, settings, workers=args.workers, scheduler=args.scheduler,
+                              progress=not args.quiet)
+    except (ValueError, FileNotFoundError, ConnectionError, TimeoutError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    skipped = len(index.skipped)
+    print(f"{len(index)} of {len(index.qc_rows)} scan(s) prepared, {skipped} skipped"
+          f"{' (reasons in qc.csv)' if skipped else ''} -> {display_path(index.folder)}")
+    return 1 if skipped else 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -332,6 +358,33 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--quiet", action="store_true", help="no progress bars")
     fetch.add_argument("--api", default=None, help="NBIA API address (default: TCIA's)")
     fetch.set_defaults(func=_cmd_fetch)
+
+    prepare = sub.add_parser(
+        "prepare", help="prepare a dataset into the cache (one Dask task per patient, on this "
+        "machine or a Dask cluster) and print the counts; exit code 1 when any scan is skipped")
+    prepare.add_argument("--dataset", default="synthetic",
+                         help="synthetic, dsb2017, lidc, luna16, lung-pet-ct-dx")
+    prepare.add_argument("--data-dir", type=Path, default=None,
+                         help="the dataset's folder (default for synthetic: the course cohort)")
+    prepare.add_argument("--labels", type=Path, default=None)
+    prepare.add_argument("--size", type=int, default=None, help="default: $LUNGLIB_SIZE or 64")
+    prepare.add_argument("--n-slices", type=int, default=None,
+                         help="default: $LUNGLIB_N_SLICES or 32")
+    prepare.add_argument("--cache-dir", type=Path, default=None,
+                         help="default: $LUNGLIB_CACHE_DIR or data/cache")
+    where = prepare.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", default=None, metavar="tcp://HOST:PORT",
+                       help="a running Dask scheduler; its workers must see the data and the "
+                       "cache folder at the same paths (default: $DASK_SCHEDULER_ADDRESS, else "
+                       "a LocalCluster)")
+    where.add_argument("--workers", type=int, default=2,
+                       help="processes of the LocalCluster on this machine; 1 prepares in "
+                       "this process (default: 2)")
+    prepare.add_argument("--cleanup", action="store_true",
+                         help="first remove every leftover temporary file of the cache folder, "
+                         "whatever its age: only when no other run prepares into it")
+    prepare.add_argument("--quiet", action="store_true", help="no progress bar")
+    prepare.set_defaults(func=_cmd_prepare)
 
     report = sub.add_parser("report", help="(re)build the report page of a run folder and "
                             "print its path")

@@ -163,11 +163,13 @@ def open_course_dataset(dataset: str, settings: Settings):
 
 
 def classification_data(dataset: str, settings: Settings, data_dir: str | Path = "",
-                        patch_size: int = 40, workers: int = 2):
+                        patch_size: int = 40, workers: int = 2, scheduler: str | None = None):
     """``(source, x, y, groups)`` for the classification notebooks (04, 05, 07).
 
     For a CT dataset the scans are prepared once into the cache (``source`` is the
-    :class:`lunglib.preprocess.cache.CacheIndex`) and ``x`` holds one volume per patient; for
+    :class:`lunglib.preprocess.cache.CacheIndex`) by
+    :func:`~lunglib.preprocess.cache.cache_dataset`, on a Dask LocalCluster of ``workers``
+    processes or on the cluster at ``scheduler``, and ``x`` holds one volume per patient; for
     ``dataset="patches"`` ``data_dir`` is the patch ``.npz`` file and ``x`` holds 2D patches,
     several per patient. ``groups`` names each sample's patient, for patient-level splits.
     """
@@ -182,7 +184,7 @@ def classification_data(dataset: str, settings: Settings, data_dir: str | Path =
         from lunglib.preprocess.cache import cache_dataset
 
         source = cache_dataset(open_course_dataset(dataset, settings), settings,
-                               workers=workers, progress=False)
+                               workers=workers, scheduler=scheduler, progress=False)
     x, y, groups = training_arrays(source, size=patch_size)
     return source, x, y, groups
 

@@ -1,4 +1,7 @@
-"""The preprocessing cache: parallel, atomic, resumable, with a QC table; and streaming from it."""
+"""The preprocessing cache: parallel, atomic, resumable, with a QC table; and streaming from it.
+
+Preparing on Dask (worker deaths, two clients, byte-identical caches) is in test_dask_prepare.py.
+"""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ import pytest
 from lunglib.datasets import SyntheticDataset
 from lunglib.io.dicom import DicomLoadError
 from lunglib.preprocess import CacheIndex, PrepareOptions, cache_dataset, cache_key
+from lunglib.preprocess.cache import STALE_AFTER_S, remove_stale_files
 from lunglib.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -34,23 +38,6 @@ class CohortWithBrokenScan(SyntheticDataset):
 
     def label(self, patient_id):
         return None if patient_id == "broken-01" else super().label(patient_id)
-
-
-class CohortWithKilledWorker(SyntheticDataset):
-    """The synthetic cohort plus one patient whose preparation kills its worker process, as the
-    kernel's out-of-memory killer would (SIGKILL: no exception, no cleanup)."""
-
-    def patient_ids(self):
-        return sorted([*super().patient_ids(), "synth-0002-oom"])
-
-    def load_scan(self, patient_id):
-        if patient_id == "synth-0002-oom":
-            import multiprocessing
-
-            if multiprocessing.current_process().name != "MainProcess":
-                os.kill(os.getpid(), signal.SIGKILL)
-            raise MemoryError("would have been killed")
-        return super().load_scan(patient_id)
 
 
 @pytest.fixture(scope="module")
@@ -91,23 +78,6 @@ def test_cache_in_parallel_records_every_patient(cohort, tmp_path):
     assert index.labels() == SyntheticDataset(cohort).labels()
     with pytest.raises(KeyError, match="not a DICOM file"):
         index.load("broken-01")
-
-
-@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
-def test_a_worker_killed_by_the_system_costs_only_its_own_patient(cohort, tmp_path):
-    dataset = CohortWithKilledWorker(cohort)
-    index = cache_dataset(dataset, Settings(cache_dir=tmp_path, **SMALL), workers=2,
-                          progress=False)
-    qc = {row["id"]: row for row in index.qc_rows}
-    assert sorted(index.ids) == ["synth-0001", "synth-0002", "synth-0003"]
-    assert qc["synth-0002-oom"]["status"] == "skipped"
-    assert "worker process preparing this patient died" in qc["synth-0002-oom"]["reason"]
-    assert not list(index.folder.glob(".*.running"))  # no marker left behind
-    # the volumes are the ones a clean run gives
-    clean = cache_dataset(SyntheticDataset(cohort), Settings(cache_dir=tmp_path / "clean", **SMALL),
-                          workers=1, progress=False)
-    for pid in clean.ids:
-        np.testing.assert_array_equal(index.load(pid)["image"], clean.load(pid)["image"])
 
 
 def test_loops_over_scans_skip_and_name_an_unreadable_one(cohort):
@@ -264,12 +234,14 @@ def test_cache_run_killed_midway_resumes_to_the_same_files(cohort, tmp_path):
     assert 1 <= len(done_before) < len(dataset.patient_ids())
     _arrays(folder)  # every finished file loads
 
+    # stale_after=0: the explicit cleanup (nothing else writes here), so that a temporary the
+    # killed run may have left goes too
     resumed = cache_dataset(dataset, Settings(cache_dir=interrupted, **SMALL), workers=1,
-                            progress=False)
+                            progress=False, stale_after=0)
     assert resumed.ids == reference.ids
     # finished files were kept, not prepared again
     assert {n: (folder / n).stat().st_mtime_ns for n in done_before} == done_before
-    assert not list(folder.glob("*.tmp"))
+    assert not list(folder.glob("*.tmp*"))
     expected, got = _arrays(reference.folder), _arrays(folder)
     assert expected.keys() == got.keys()
     for pid in expected:
@@ -277,6 +249,29 @@ def test_cache_run_killed_midway_resumes_to_the_same_files(cohort, tmp_path):
         for name in expected[pid]:
             np.testing.assert_array_equal(got[pid][name], expected[pid][name], err_msg=pid)
     assert resumed.qc_table().equals(reference.qc_table())
+
+
+def test_leftovers_of_killed_writers_go_by_age_never_by_process_id(cohort, tmp_path):
+    # the cache folder may be shared by hosts whose process ids mean nothing here: a fresh
+    # temporary named after a pid dead on this host may be another host's live write, and stays
+    dataset = SyntheticDataset(cohort)
+    settings = Settings(cache_dir=tmp_path, **SMALL)
+    folder = tmp_path / cache_key(dataset, settings)
+    folder.mkdir()
+    fresh = [folder / "synth-0001.npz.999999999.tmp",  # lunglib's naming before 2026-12
+             folder / "synth-0002.npz.node-b.0123456789abcdef.tmp"]
+    stale = [folder / "synth-0003.npz.node-c.fedcba9876543210.tmp",
+             folder / ".synth-0003.running"]  # the marker of an older lunglib's pool
+    for path in fresh + stale:
+        path.write_bytes(b"")
+    hours_ago = time.time() - 2 * STALE_AFTER_S
+    for path in stale:
+        os.utime(path, (hours_ago, hours_ago))
+    index = cache_dataset(dataset, settings, workers=1, progress=False)
+    assert index.ids == dataset.patient_ids()
+    assert [p.exists() for p in fresh + stale] == [True, True, False, False]
+    assert remove_stale_files(folder, 0) == 2
+    assert not list(folder.glob("*.tmp*"))
 
 
 def test_open_needs_a_qc_table(tmp_path):

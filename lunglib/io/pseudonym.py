@@ -27,6 +27,8 @@ import secrets
 from hashlib import sha256
 from pathlib import Path
 
+from lunglib.io.atomic import create_temporary
+
 KEY_ENV = "LUNGLIB_PSEUDONYM_KEY"
 KEY_FILE_ENV = "LUNGLIB_PSEUDONYM_KEY_FILE"
 KEY_DIGITS = 16
@@ -43,14 +45,16 @@ def key_file() -> Path:
 def _read_or_create(path: Path) -> bytes:
     """The key in ``path``; a new random one written there first if there is none.
 
-    Created under a temporary name and linked into place, so that processes starting together
-    (cache workers) all end up with the one key that won, never a half-written file.
+    Created under a temporary name (:func:`~lunglib.io.atomic.create_temporary`: unique across
+    processes and hosts) and linked into place, so that processes starting together (cache
+    workers, on one host or several sharing a home folder) all end up with the one key that won,
+    never a half-written file.
     """
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
+        # a name no other process or host can hold, private (0o600) before the key is written
+        tmp = create_temporary(path.with_name(f".{path.name}"), mode=0o600)
+        with open(tmp, "w") as handle:
             handle.write(secrets.token_hex(32) + "\n")
         try:
             os.link(tmp, path)

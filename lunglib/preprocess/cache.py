@@ -5,6 +5,7 @@ Layout::
     <cache_dir>/<key>/
         settings.json     what shaped these volumes (size, n_slices, options, dataset, version)
         qc.csv            one row per patient: ok, or skipped with the reason
+        qc.csv.lock       held while a client updates qc.csv (empty)
         <patient_id>.npz  image (float32), lung_mask (uint8), nodule_mask (uint8, when the
                           dataset has masks), label (int, -1 when unknown), spacing, bbox_mm
 
@@ -18,9 +19,23 @@ volume also stores a digest of its patient's annotation files
 (:meth:`~lunglib.datasets.base.CTDataset.annotation_fingerprint`); a patient whose files changed
 is prepared again.
 
-Every file is written to ``<name>.<pid>.tmp`` in the same folder and then renamed with
-:func:`os.replace` (atomic on POSIX and Windows): a run killed midway leaves whole files and at
-most one ``.tmp``, and running again skips the finished patients and does the rest.
+Patients are prepared one task each on Dask (:mod:`lunglib.preprocess.dask_prepare`): on a
+LocalCluster of ``workers`` processes by default, or on the cluster of a ``scheduler`` given by
+address, whose workers see the data and this folder at the same paths. The cache stays the one
+source of truth, whoever writes into it:
+
+- every file is written under a temporary name unique across processes and hosts
+  (:func:`lunglib.io.atomic.create_temporary`) and renamed into place with :func:`os.replace`,
+  so a run killed midway leaves whole files and a few temporaries that are never read, and
+  running again skips the finished patients and does the rest;
+- temporaries are removed when older than ``stale_after`` (an hour by default), or all of them
+  with ``stale_after=0`` (``lunglib prepare --cleanup``) when nothing else writes into the
+  folder -- never by asking whether their process is alive, which another host cannot answer;
+- a ``.npz`` holds the same bytes whenever it is written (:func:`npz_bytes`), so a task run
+  twice, or two clients preparing one patient at once, leave one and the same file;
+- ``qc.csv`` is written only by the process that called :func:`cache_dataset`, as results
+  arrive: under a lock (``qc.csv.lock``) it reads the table, replaces its own patients' rows and
+  writes it back atomically, so two clients preparing into one folder keep each other's rows.
 """
 
 from __future__ import annotations
@@ -29,26 +44,37 @@ import csv
 import hashlib
 import io
 import json
-import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+from filelock import FileLock, Timeout
 
 from lunglib.datasets.base import CTDataset
-from lunglib.io.atomic import write_bytes_atomic
+from lunglib.io.atomic import TEMPORARY_GLOBS, remove_stale_temporaries, write_bytes_atomic
 from lunglib.io.qc import summarize
 from lunglib.preprocess.volume import PREPROCESS_VERSION, PrepareOptions, prepare
 from lunglib.settings import Settings, display_path
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 QC_COLUMNS = (
     "id", "status", "reason", "label", "n_slices_source", "rows_source", "columns_source",
     "spacing_z", "spacing_y", "spacing_x", "lung_volume_ml", "findings",
 )
+
+#: Default ``stale_after`` of :func:`cache_dataset`: a temporary file (or a ``.running`` marker of
+#: an older lunglib) untouched for this many seconds is a killed writer's. A writer fills its
+#: temporary in one go, so this only has to exceed one write plus the clock difference between
+#: the hosts sharing the cache.
+STALE_AFTER_S = 3600.0
+
+#: Seconds to wait for ``qc.csv.lock`` before giving up with an error naming it.
+QC_LOCK_TIMEOUT_S = 300.0
 
 
 def _shaping(dataset: CTDataset, settings: Settings, options: PrepareOptions) -> dict:
@@ -75,13 +101,24 @@ def _safe_name(patient_id: str) -> str:
     return patient_id
 
 
-def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``arrays`` as the bytes of a compressed ``.npz``, the same bytes whenever they are written.
+
+    :func:`numpy.savez_compressed` adds each member with :meth:`zipfile.ZipFile.open`, which
+    stamps it 1980-01-01 rather than with the clock, so a volume prepared twice -- a Dask task run
+    again after its worker died, two clients at once -- is stored as the same file.
+    ``tests/test_dask_prepare.py`` holds numpy and Python to that.
+    """
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
-    write_bytes_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def _write_qc(path: Path, rows: Sequence[dict[str, object]]) -> None:
+def _write_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    write_bytes_atomic(path, npz_bytes(arrays))
+
+
+def _write_qc(path: Path, rows: Iterable[dict[str, object]]) -> None:
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=QC_COLUMNS, extrasaction="ignore")
     writer.writeheader()
@@ -90,17 +127,47 @@ def _write_qc(path: Path, rows: Sequence[dict[str, object]]) -> None:
     write_bytes_atomic(path, text.getvalue().encode())
 
 
+def _read_qc_rows(path: Path) -> list[dict[str, str]]:
+    """The rows of the QC table at ``path``; none when there is no table yet."""
+    if not path.is_file():
+        return []
+    with path.open(newline="") as handle:
+        return [row for row in csv.DictReader(handle) if row.get("id")]
+
+
+def _merge_qc(folder: Path, rows: Iterable[dict[str, object]]) -> None:
+    """Put ``rows`` into ``folder/qc.csv``, keeping the rows of every other patient there.
+
+    Read, merge and write happen under ``qc.csv.lock`` (a :class:`filelock.FileLock`, which
+    holds across hosts on a file system with working locks): another client preparing into the
+    same folder cannot write between this read and this write and lose its rows.
+    """
+    path = folder / "qc.csv"
+    lock = FileLock(folder / "qc.csv.lock", timeout=QC_LOCK_TIMEOUT_S)
+    try:
+        with lock:
+            merged = {row["id"]: row for row in _read_qc_rows(path)}
+            merged.update({str(row["id"]): row for row in rows})
+            _write_qc(path, merged.values())
+    except Timeout as exc:
+        raise TimeoutError(
+            f"{lock.lock_file}: another process has held this lock for over "
+            f"{QC_LOCK_TIMEOUT_S:.0f} s, so the QC table could not be updated; if no other run "
+            "prepares into this cache, delete the lock file and run again"
+        ) from exc
+
+
 def prepare_one(
     dataset: CTDataset, patient_id: str, settings: Settings, options: PrepareOptions, folder: Path
 ) -> dict[str, object]:
     """Prepare one patient into ``folder/<id>.npz``; returns its QC row. Never raises for bad data.
 
-    Runs in a worker process; any failure to load or prepare becomes a ``skipped`` row naming
-    the reason.
+    Runs in a Dask worker (or in this process with ``workers=1``); any failure to load or
+    prepare becomes a ``skipped`` row naming the reason. The file is the same bytes whenever and
+    wherever it is written, so running this twice for one patient -- a retry, two clients -- is
+    harmless.
     """
     row: dict[str, object] = {"id": patient_id, "status": "skipped", "reason": ""}
-    running = _running_marker(folder, patient_id)
-    running.touch()  # says "this patient was being prepared" if the process dies
     try:
         label = dataset.label(patient_id)
         row["label"] = "" if label is None else int(label)
@@ -134,48 +201,13 @@ def prepare_one(
         row["status"] = "ok"
     except Exception as exc:  # one bad scan must never sink the batch: record why instead
         row["reason"] = f"{type(exc).__name__}: {exc}"
-    running.unlink(missing_ok=True)
     return row
-
-
-def _running_marker(folder: Path, patient_id: str) -> Path:
-    """The empty file that exists while ``patient_id`` is being prepared."""
-    return folder / f".{_safe_name(patient_id)}.running"
 
 
 WORKER_DIED = (
     "the worker process preparing this patient died (killed by the system -- out of memory?); "
     "the other patients went on. Run again with fewer workers, or look at this scan alone"
 )
-
-
-def _prepare_in_pool(dataset: CTDataset, ids: Sequence[str], settings: Settings,
-                     options: PrepareOptions, folder: Path, workers: int,
-                     finish: Callable[[dict[str, object]], None]) -> list[str]:
-    """Prepare ``ids`` in a pool of ``workers`` processes; the ids lost with a dead worker.
-
-    When one worker process dies (the kernel's out-of-memory killer, a crash in native code),
-    Python marks the whole pool broken and every unfinished task fails with it; those ids are
-    returned for :func:`cache_dataset` to sort out. Every other outcome is passed to ``finish``.
-    """
-    # spawn: workers start clean, never a fork of a process that may hold TF threads
-    context = multiprocessing.get_context("spawn")
-    lost = []
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        pending = {pool.submit(prepare_one, dataset, pid, settings, options, folder): pid
-                   for pid in ids}
-        while pending:
-            done, _ = wait(pending, return_when=FIRST_COMPLETED)
-            for future in done:
-                pid = pending.pop(future)
-                try:
-                    finish(future.result())
-                except BrokenProcessPool:
-                    lost.append(pid)
-                except Exception as exc:  # the task could not even be sent or run
-                    finish({"id": pid, "status": "skipped",
-                            "reason": f"worker failed: {type(exc).__name__}: {exc}"})
-    return lost
 
 
 @dataclass
@@ -271,44 +303,14 @@ def _existing_row(path: Path, annotations: str) -> dict[str, object] | None:
         return None
 
 
-def _remove_stale_tmp(folder: Path) -> None:
-    """Delete temporary files left by runs that were killed (their process no longer exists)."""
-    for tmp in folder.glob("*.tmp"):
-        try:
-            pid = int(tmp.suffixes[-2].lstrip("."))
-            os.kill(pid, 0)  # raises when no such process: the file is stale
-        except (IndexError, ValueError, ProcessLookupError):
-            tmp.unlink(missing_ok=True)
-        except PermissionError:  # a live process of another user
-            continue
+def remove_stale_files(folder: str | os.PathLike, older_than: float = STALE_AFTER_S) -> int:
+    """Delete the leftovers of killed writers in a cache folder; how many were removed.
 
-
-def _prepare_surviving_dead_workers(
-    dataset: CTDataset, ids: Sequence[str], settings: Settings, options: PrepareOptions,
-    folder: Path, workers: int, finish: Callable[[dict[str, object]], None],
-) -> None:
-    """Prepare ``ids`` in worker processes so that a worker that dies costs only its patient.
-
-    A dead worker breaks the pool, and every unfinished patient fails with it. Those that had
-    not started (no running marker) are innocent and go to a fresh pool; those that were being
-    prepared are each tried once more alone, so the one that kills its process is the only
-    one recorded as skipped (:data:`WORKER_DIED`).
+    Temporary files, and the ``.<id>.running`` markers of older lunglib versions, untouched for
+    ``older_than`` seconds (see :data:`STALE_AFTER_S`). ``0`` removes them all: only when no
+    other run prepares into ``folder`` (``lunglib prepare --cleanup``).
     """
-    remaining = list(ids)
-    while remaining:
-        lost = _prepare_in_pool(dataset, remaining, settings, options, folder, workers, finish)
-        suspects = [pid for pid in lost if _running_marker(folder, pid).exists()]
-        if lost and not suspects:  # the pool died before any patient started: no retrying
-            for pid in lost:
-                finish({"id": pid, "status": "skipped",
-                        "reason": "worker failed: the process pool could not run any task"})
-            return
-        for pid in suspects:
-            _running_marker(folder, pid).unlink(missing_ok=True)
-            if _prepare_in_pool(dataset, [pid], settings, options, folder, 1, finish):
-                _running_marker(folder, pid).unlink(missing_ok=True)
-                finish({"id": pid, "status": "skipped", "reason": WORKER_DIED})
-        remaining = [pid for pid in lost if pid not in suspects]
+    return remove_stale_temporaries(folder, older_than, (*TEMPORARY_GLOBS, ".*.running"))
 
 
 def cache_dataset(
@@ -318,6 +320,8 @@ def cache_dataset(
     workers: int = 2,
     ids: Sequence[str] | None = None,
     progress: bool = True,
+    scheduler: str | Client | None = None,
+    stale_after: float = STALE_AFTER_S,
 ) -> CacheIndex:
     """Prepare every patient of ``dataset`` into ``<settings.cache_dir>/<key>/``, resuming.
 
@@ -330,35 +334,50 @@ def cache_dataset(
     options : PrepareOptions, optional
         Preprocessing choices (window, margin ...); part of the cache key.
     workers : int, default 2
-        Worker processes; 0 or 1 prepares in this process (easier to debug).
+        Worker processes of the Dask LocalCluster started on this machine for the call; 0 or 1
+        prepares in this process instead (easier to debug, and no cluster to start). Ignored
+        when ``scheduler`` is given. With 2 or more, Dask's ``scheduler-address`` setting
+        (``$DASK_SCHEDULER_ADDRESS``), when set, takes the place of ``scheduler``: that is how
+        ``lunglib run`` and the notebooks prepare on a cluster without a parameter of their own.
     ids : sequence of str, optional
         Only these patients (default: all of ``dataset.patient_ids()``).
     progress : bool, default True
         Show a tqdm progress bar.
+    scheduler : str or distributed.Client, optional
+        Prepare on this Dask cluster instead: a scheduler address (``tcp://host:8786``) or a
+        connected client (left open). Its workers need lunglib, and the dataset and
+        ``settings.cache_dir`` at the same paths as here.
+    stale_after : float, default :data:`STALE_AFTER_S`
+        Temporary files in the cache folder untouched for this many seconds are removed first
+        (:func:`remove_stale_files`); 0 removes them all, right only when nothing else prepares
+        into the folder.
 
     Returns
     -------
     CacheIndex
         Patients already in the cache are not prepared again; a patient that fails is listed in
         ``qc.csv`` as skipped with the reason, and the others go on -- also when the failure
-        kills its worker process (out of memory): that patient is skipped (:data:`WORKER_DIED`)
-        and the rest are prepared within the same call.
+        kills its worker process (out of memory): Dask runs it again, and if it keeps killing
+        its worker that patient is skipped (:data:`WORKER_DIED`) and the rest are prepared
+        within the same call.
+
+    Raises
+    ------
+    ConnectionError
+        When ``scheduler`` is an address where no Dask scheduler answers.
+    TimeoutError
+        When another process holds ``qc.csv.lock`` for over :data:`QC_LOCK_TIMEOUT_S`.
     """
     settings = settings or Settings()
     options = options or PrepareOptions()
     folder = Path(settings.cache_dir) / cache_key(dataset, settings, options)
     folder.mkdir(parents=True, exist_ok=True)
-    _remove_stale_tmp(folder)
-    for marker in folder.glob(".*.running"):  # left by a run that was killed as a whole
-        marker.unlink(missing_ok=True)
+    remove_stale_files(folder, stale_after)
     shaping = _shaping(dataset, settings, options)
     write_bytes_atomic(folder / "settings.json", json.dumps(shaping, indent=2).encode())
 
     wanted = list(dataset.patient_ids() if ids is None else ids)
-    qc_path = folder / "qc.csv"
-    rows: dict[str, dict[str, object]] = {}
-    if qc_path.is_file():  # keep the rows of patients outside this call
-        rows = {r["id"]: r for r in CacheIndex.open(folder).qc_rows if r["id"] not in set(wanted)}
+    rows: dict[str, dict[str, object]] = {}  # this call's rows; others stay as qc.csv has them
     todo = []
     for pid in wanted:
         path = folder / f"{_safe_name(pid)}.npz"
@@ -377,19 +396,26 @@ def cache_dataset(
 
     def finish(row: dict[str, object]) -> None:
         rows[str(row["id"])] = row
-        _write_qc(qc_path, list(rows.values()))
+        _merge_qc(folder, rows.values())
         bar.update(1)
 
     try:
-        if workers <= 1 or len(todo) <= 1:
+        if scheduler is None and workers > 1 and todo:
+            from lunglib.preprocess.dask_prepare import configured_scheduler
+
+            scheduler = configured_scheduler()
+        if scheduler is None and (workers <= 1 or len(todo) <= 1):
             for pid in todo:
                 finish(prepare_one(dataset, pid, settings, options, folder))
-        else:
-            _prepare_surviving_dead_workers(dataset, todo, settings, options, folder, workers,
-                                            finish)
+        elif todo:
+            from lunglib.preprocess.dask_prepare import dask_client, prepare_on_dask
+
+            with dask_client(scheduler, workers) as client:
+                prepare_on_dask(client, dataset, todo, settings, options, folder, finish)
     finally:
         bar.close()
-    _write_qc(qc_path, list(rows.values()))
+    _merge_qc(folder, rows.values())
     index = CacheIndex.open(folder)
-    index.qc_rows = [r for r in index.qc_rows if r["id"] in set(wanted)]
+    wanted_ids = set(wanted)
+    index.qc_rows = [r for r in index.qc_rows if r["id"] in wanted_ids]
     return index
